@@ -1,0 +1,298 @@
+"""The Ledger: one method per command; each is load, decide, save once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from uuid import UUID
+
+from domain import history
+from domain.claim import EXTERNAL_ID_NAMESPACE, alias_namespace
+from domain.errors import AliasConflict, InvalidValue
+from domain.ownership import add_subscription, change_token, move_subscription, remove_subscription
+from domain.service import LedgerBase, SubscriptionOutcome, UserOutcome
+from domain.subscription import Subscription
+from domain.unit_of_work import UnitOfWork
+from domain.user import User
+from domain.values import (
+    MAX_SUBSCRIPTIONS_PER_USER,
+    LimitPolicy,
+    OwnershipCause,
+    Purchase,
+    SubscriptionSpec,
+    SubscriptionUpdate,
+    UserProperties,
+    check_alias,
+    check_external_id,
+)
+
+_UserChange = Callable[[UnitOfWork, User], None]
+_SubscriptionChange = Callable[[UnitOfWork], Subscription]
+
+
+class Ledger(LedgerBase):
+    # Users -------------------------------------------------------------------
+
+    def create_user(
+        self,
+        app_id: UUID,
+        *,
+        external_id: str | None = None,
+        aliases: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        properties: UserProperties | None = None,
+        subscriptions: Sequence[SubscriptionSpec] = (),
+        cause: OwnershipCause = OwnershipCause.API,
+    ) -> UserOutcome:
+        """A new user; an external_id or alias held by another user is an ``AliasConflict``."""
+        if len(subscriptions) > MAX_SUBSCRIPTIONS_PER_USER:
+            raise InvalidValue("subscriptions", f"at most {MAX_SUBSCRIPTIONS_PER_USER}")
+        if external_id is not None:
+            check_external_id(external_id)
+        for label, alias_id in (aliases or {}).items():
+            check_alias(label, alias_id)
+
+        def create(uow: UnitOfWork) -> UUID:
+            uow.app()
+            user = User.create(app_id, uow.at, cause=cause)
+            uow.add(user)
+            _identify(uow, user, external_id, aliases or {})
+            user.change_tags(dict(tags or {}), uow.at)
+            user.change_properties(properties or UserProperties(), uow.at)
+            for spec in subscriptions:
+                add_subscription(uow, user, spec, cause, LimitPolicy.REFUSE)
+            return user.id
+
+        user_id, position = self._run(app_id, create)
+        return UserOutcome(position, user_id, created=True)
+
+    def set_external_id(self, app_id: UUID, user_id: UUID, external_id: str) -> UserOutcome:
+        check_external_id(external_id)
+        return self._on_user(app_id, user_id, lambda uow, u: _identify(uow, u, external_id, {}))
+
+    def remove_external_id(self, app_id: UUID, user_id: UUID) -> UserOutcome:
+        def remove(uow: UnitOfWork, user: User) -> None:
+            if user.external_id is not None:
+                uow.release(EXTERNAL_ID_NAMESPACE, user.external_id)
+            user.remove_external_id(uow.at)
+
+        return self._on_user(app_id, user_id, remove)
+
+    def add_aliases(self, app_id: UUID, user_id: UUID, aliases: Mapping[str, str]) -> UserOutcome:
+        for label, alias_id in aliases.items():
+            check_alias(label, alias_id)
+        return self._on_user(app_id, user_id, lambda uow, u: _identify(uow, u, None, aliases))
+
+    def remove_alias(self, app_id: UUID, user_id: UUID, label: str) -> UserOutcome:
+        def remove(uow: UnitOfWork, user: User) -> None:
+            if label in user.aliases:
+                uow.release(alias_namespace(label), user.aliases[label])
+            user.remove_alias(label, uow.at)
+
+        return self._on_user(app_id, user_id, remove)
+
+    def change_tags(self, app_id: UUID, user_id: UUID, tags: Mapping[str, str]) -> UserOutcome:
+        return self._on_user(app_id, user_id, lambda uow, u: u.change_tags(dict(tags), uow.at))
+
+    def change_properties(
+        self, app_id: UUID, user_id: UUID, properties: UserProperties
+    ) -> UserOutcome:
+        return self._on_user(
+            app_id, user_id, lambda uow, u: u.change_properties(properties, uow.at)
+        )
+
+    def record_purchase(self, app_id: UUID, user_id: UUID, purchase: Purchase) -> UserOutcome:
+        return self._on_user(app_id, user_id, lambda uow, u: u.record_purchase(purchase, uow.at))
+
+    def delete_user(self, app_id: UUID, user_id: UUID) -> UserOutcome:
+        """Deletes the user with its subscriptions and frees its external_id and aliases."""
+
+        def delete(uow: UnitOfWork, user: User) -> None:
+            for subscription_id in list(user.subscriptions):
+                remove_subscription(uow, uow.subscription(subscription_id))
+            _release_identity(uow, user)
+            user.delete(uow.at)
+
+        return self._on_user(app_id, user_id, delete)
+
+    # Login and logout, as OneSignal's SDKs perform them ----------------------
+
+    def login(self, app_id: UUID, subscription_id: UUID, external_id: str) -> UserOutcome:
+        """Identify the subscription's user, or move the subscription to the user
+        who already holds ``external_id`` (whose onesignal_id wins)."""
+        check_external_id(external_id)
+
+        def login(uow: UnitOfWork) -> UUID:
+            subscription = uow.subscription(subscription_id)
+            assert subscription.owner_id is not None
+            current = uow.user(subscription.owner_id)
+            holder_id = uow.holder(EXTERNAL_ID_NAMESPACE, external_id)
+            if holder_id == current.id:
+                return current.id
+            if holder_id is None and current.is_anonymous:
+                _identify(uow, current, external_id, {})
+                return current.id
+            if holder_id is None:
+                target = User.create(app_id, uow.at, cause=OwnershipCause.LOGIN)
+                uow.add(target)
+                _identify(uow, target, external_id, {})
+            else:
+                target = uow.user(holder_id)
+            move_subscription(uow, subscription, target, OwnershipCause.LOGIN, LimitPolicy.EVICT)
+            return target.id
+
+        user_id, position = self._run(app_id, login)
+        return UserOutcome(position, user_id)
+
+    def logout(self, app_id: UUID, subscription_id: UUID) -> UserOutcome:
+        """Move the subscription to a fresh anonymous user (a no-op if already anonymous)."""
+
+        def logout(uow: UnitOfWork) -> tuple[UUID, bool]:
+            subscription = uow.subscription(subscription_id)
+            assert subscription.owner_id is not None
+            current = uow.user(subscription.owner_id)
+            if current.is_anonymous:
+                return current.id, False
+            fresh = User.create(app_id, uow.at, cause=OwnershipCause.LOGOUT)
+            uow.add(fresh)
+            move_subscription(uow, subscription, fresh, OwnershipCause.LOGOUT, LimitPolicy.EVICT)
+            return fresh.id, True
+
+        (user_id, created), position = self._run(app_id, logout)
+        return UserOutcome(position, user_id, created=created)
+
+    # Subscriptions -----------------------------------------------------------
+
+    def create_subscription(
+        self,
+        app_id: UUID,
+        user_id: UUID,
+        spec: SubscriptionSpec,
+        *,
+        cause: OwnershipCause = OwnershipCause.API,
+        policy: LimitPolicy = LimitPolicy.REFUSE,
+    ) -> SubscriptionOutcome:
+        """Explicit API creates refuse a 21st subscription; device flows pass
+        ``LimitPolicy.EVICT`` to move the least recently active one out."""
+
+        def create(uow: UnitOfWork) -> tuple[Subscription, str]:
+            return add_subscription(uow, uow.user(user_id), spec, cause, policy)
+
+        (subscription, status), position = self._run(app_id, create)
+        return SubscriptionOutcome(position, subscription.id, user_id, status)
+
+    def update_subscription(
+        self, app_id: UUID, subscription_id: UUID, change: SubscriptionUpdate
+    ) -> SubscriptionOutcome:
+        def update(uow: UnitOfWork) -> Subscription:
+            subscription = uow.subscription(subscription_id)
+            if change.token is not None:
+                change_token(uow, subscription, change.token)
+            subscription.update(change, uow.at)
+            return subscription
+
+        return self._on_subscription(app_id, update, "unchanged")
+
+    def delete_subscription(self, app_id: UUID, subscription_id: UUID) -> SubscriptionOutcome:
+        def delete(uow: UnitOfWork) -> UUID | None:
+            subscription = uow.subscription(subscription_id)
+            owner_id = subscription.owner_id
+            remove_subscription(uow, subscription)
+            return owner_id
+
+        owner_id, position = self._run(app_id, delete)
+        assert owner_id is not None
+        return SubscriptionOutcome(position, subscription_id, owner_id, "deleted")
+
+    def transfer_subscription(
+        self,
+        app_id: UUID,
+        subscription_id: UUID,
+        to_user_id: UUID,
+        *,
+        cause: OwnershipCause = OwnershipCause.TRANSFER,
+    ) -> SubscriptionOutcome:
+        """Move a subscription to another user of the same app. The SDK's login
+        falls back to this call, so a full target evicts rather than refuses."""
+
+        def transfer(uow: UnitOfWork) -> Subscription:
+            subscription = uow.subscription(subscription_id)
+            move_subscription(uow, subscription, uow.user(to_user_id), cause, LimitPolicy.EVICT)
+            return subscription
+
+        return self._on_subscription(app_id, transfer, "moved")
+
+    def record_session(
+        self,
+        app_id: UUID,
+        subscription_id: UUID,
+        session_time: int = 0,
+    ) -> SubscriptionOutcome:
+        def record(uow: UnitOfWork) -> Subscription:
+            subscription = uow.subscription(subscription_id)
+            subscription.record_session(session_time, uow.at)
+            return subscription
+
+        return self._on_subscription(app_id, record, "unchanged")
+
+    # Point in time, folded from the log --------------------------------------
+
+    def user_as_of(self, user_id: UUID, at: datetime) -> User | None:
+        return history.user_as_of(self, user_id, at)
+
+    def owner_of(self, subscription_id: UUID, at: datetime) -> UUID | None:
+        return history.owner_of(self, subscription_id, at)
+
+    def ownership_timeline(self, subscription_id: UUID) -> list[history.OwnershipInterval]:
+        return history.ownership_timeline(self, subscription_id)
+
+    def survivor_of(self, user_id: UUID) -> UUID:
+        return history.survivor_of(self, user_id)
+
+    # Helpers -----------------------------------------------------------------
+
+    def _on_user(self, app_id: UUID, user_id: UUID, change: _UserChange) -> UserOutcome:
+        def apply(uow: UnitOfWork) -> None:
+            change(uow, uow.user(user_id))
+
+        _, position = self._run(app_id, apply)
+        return UserOutcome(position, user_id)
+
+    def _on_subscription(
+        self, app_id: UUID, change: _SubscriptionChange, status: str
+    ) -> SubscriptionOutcome:
+        subscription, position = self._run(app_id, change)
+        assert subscription.owner_id is not None
+        return SubscriptionOutcome(position, subscription.id, subscription.owner_id, status)
+
+
+def _identify(
+    uow: UnitOfWork, user: User, external_id: str | None, aliases: Mapping[str, str]
+) -> None:
+    """Claim and set an external_id and aliases; all or nothing."""
+    conflicting: dict[str, str] = {}
+    if external_id is not None and external_id != user.external_id:
+        if uow.claim(EXTERNAL_ID_NAMESPACE, external_id, user.id) is not None:
+            conflicting["external_id"] = external_id
+    for label, alias_id in aliases.items():
+        if user.aliases.get(label) != alias_id:
+            if uow.claim(alias_namespace(label), alias_id, user.id) is not None:
+                conflicting[label] = alias_id
+    if conflicting:
+        raise AliasConflict(conflicting)
+    if external_id is not None and external_id != user.external_id:
+        if user.external_id is not None:
+            uow.release(EXTERNAL_ID_NAMESPACE, user.external_id)
+        user.set_external_id(external_id, uow.at)
+    for label, alias_id in aliases.items():
+        if label in user.aliases and user.aliases[label] != alias_id:
+            uow.release(alias_namespace(label), user.aliases[label])
+        user.add_alias(label, alias_id, uow.at)
+
+
+def _release_identity(uow: UnitOfWork, user: User) -> None:
+    if user.external_id is not None:
+        uow.release(EXTERNAL_ID_NAMESPACE, user.external_id)
+    for label, alias_id in user.aliases.items():
+        uow.release(alias_namespace(label), alias_id)
+

@@ -1,0 +1,77 @@
+"""Stored-event mapping for pydantic events, after the library's documented
+pydantic example: events are dumped to JSON-ready dicts and validated again on
+the way back, after any upcasting from an older schema version."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+from uuid import UUID
+
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
+from eventsourcing.utils import get_topic, resolve_topic
+
+from domain.base import DomainEvent
+
+SCHEMA_VERSION_KEY = "schema_version"
+
+
+class JsonTranscoder(Transcoder):
+    """Plain JSON: pydantic has already turned every value into a JSON type."""
+
+    def encode(self, obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def decode(self, data: bytes) -> Any:
+        return json.loads(data)
+
+
+def event_state(event: DomainEvent[Any]) -> dict[str, Any]:
+    """The stored payload: every field but the originator's id and version, plus
+    the class's schema version (always written, so old payloads are never ambiguous)."""
+    state = event.model_dump(mode="json", exclude={"originator_id", "originator_version"})
+    state[SCHEMA_VERSION_KEY] = type(event).class_version
+    return state
+
+
+def event_from_state(
+    topic: str, originator_id: UUID | str, originator_version: int, state: dict[str, Any]
+) -> DomainEvent[Any]:
+    cls = cast(type[DomainEvent[Any]], resolve_topic(topic))
+    version = state.pop(SCHEMA_VERSION_KEY, 1)
+    while version < cls.class_version:
+        getattr(cls, f"upcast_v{version}_v{version + 1}")(state)
+        version += 1
+    state["originator_id"] = originator_id
+    state["originator_version"] = originator_version
+    return cls.model_validate(state)
+
+
+class PydanticMapper(Mapper[UUID]):
+    def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
+        event = cast(DomainEvent[Any], domain_event)
+        stored_state = self.transcoder.encode(event_state(event))
+        if self.compressor:
+            stored_state = self.compressor.compress(stored_state)
+        if self.cipher:
+            stored_state = self.cipher.encrypt(stored_state)
+        return StoredEvent(
+            originator_id=event.originator_id,
+            originator_version=event.originator_version,
+            topic=get_topic(type(event)),
+            state=stored_state,
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
+        stored_state = stored_event.state
+        if self.cipher:
+            stored_state = self.cipher.decrypt(stored_state)
+        if self.compressor:
+            stored_state = self.compressor.decompress(stored_state)
+        return event_from_state(
+            stored_event.topic,
+            stored_event.originator_id,
+            stored_event.originator_version,
+            self.transcoder.decode(stored_state),
+        )

@@ -1,0 +1,118 @@
+"""The application service's infrastructure: store, clock, retries, apps.
+
+Every command runs in a fresh ``UnitOfWork``; when another writer wins an
+optimistic-concurrency race the whole command is re-run on fresh state, a
+bounded number of times, then reported as ``ConcurrencyConflict``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import ClassVar, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import get_topic
+
+from domain.app import App, new_api_key
+from domain.errors import ConcurrencyConflict
+from domain.mapper import JsonTranscoder, PydanticMapper
+from domain.unit_of_work import UnitOfWork
+
+T = TypeVar("T")
+Clock = Callable[[], datetime]
+MAX_ATTEMPTS = 12
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What a command did and where its last event sits in the log."""
+
+    position: int | None
+
+
+@dataclass(frozen=True)
+class NewApp(Committed):
+    app_id: UUID
+    api_key: str
+
+
+@dataclass(frozen=True)
+class UserOutcome(Committed):
+    user_id: UUID
+    created: bool = False
+
+
+@dataclass(frozen=True)
+class SubscriptionOutcome(Committed):
+    subscription_id: UUID
+    user_id: UUID
+    status: str  # "created", "moved" or "unchanged"
+
+
+class LedgerBase(Application[UUID]):
+    """Infrastructure shared by the command groups: store, clock, retries."""
+
+    name = "idledger"
+    env: ClassVar[dict[str, str]] = {
+        "MAPPER_TOPIC": get_topic(PydanticMapper),
+        "TRANSCODER_TOPIC": get_topic(JsonTranscoder),
+    }
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        index_key: bytes,
+        clock: Clock = utc_now,
+    ) -> None:
+        if len(index_key) < 16:
+            raise ValueError("index_key must be at least 16 bytes")
+        super().__init__(env)
+        self.index_key = index_key
+        self.clock = clock
+
+    def _run(self, app_id: UUID, command: Callable[[UnitOfWork], T]) -> tuple[T, int | None]:
+        for attempt in range(MAX_ATTEMPTS):
+            uow = UnitOfWork(self, self.index_key, app_id, self.clock())
+            result = command(uow)
+            try:
+                return result, uow.commit()
+            except IntegrityError:
+                # Another writer saved one of our aggregates first: back off with
+                # jitter so that racing writers spread out, then re-run on fresh state.
+                time.sleep(random.uniform(0, 0.002 * 2**min(attempt, 6)))
+        raise ConcurrencyConflict(getattr(command, "__name__", "command"), MAX_ATTEMPTS)
+
+    # Apps --------------------------------------------------------------------
+
+    def create_app(self, name: str) -> NewApp:
+        api_key = new_api_key()
+        app = App.create(name, api_key, self.clock())
+        recordings = self.save(app)
+        return NewApp(recordings[-1].notification.id, app.id, api_key)
+
+    def rotate_api_key(self, app_id: UUID) -> NewApp:
+        api_key = new_api_key()
+
+        def rotate(uow: UnitOfWork) -> None:
+            uow.app().rotate_api_key(api_key, uow.at)
+
+        _, position = self._run(app_id, rotate)
+        return NewApp(position, app_id, api_key)
+
+    def get_app(self, app_id: UUID) -> App:
+        return UnitOfWork(self, self.index_key, app_id, self.clock()).app()
+
+    def read(self, app_id: UUID) -> UnitOfWork:
+        """A read-only view for lookups straight from the log (no read models)."""
+        return UnitOfWork(self, self.index_key, app_id, self.clock())

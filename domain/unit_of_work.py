@@ -1,0 +1,107 @@
+"""One command's view of the store: loads each aggregate once, tracks claims,
+and saves everything it touched in a single atomic ``save``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+
+from domain.app import App
+from domain.base import Aggregate
+from domain.claim import Claim, claim_id
+from domain.errors import AppNotFound, NotFound, SubscriptionNotFound, UserNotFound
+from domain.subscription import Subscription
+from domain.user import User
+
+T = TypeVar("T", bound=Aggregate)
+
+
+class UnitOfWork:
+    def __init__(
+        self, store: Application[UUID], index_key: bytes, app_id: UUID, at: datetime
+    ) -> None:
+        self._store = store
+        self._index_key = index_key
+        self.app_id = app_id
+        self.at = at
+        self._aggregates: dict[UUID, Aggregate | None] = {}
+        self.position: int | None = None
+
+    def app(self) -> App:
+        return self._load(self.app_id, App, AppNotFound)
+
+    def user(self, user_id: UUID) -> User:
+        """A live user of this app; a retired one raises ``UserRetired``."""
+        user = self._load(user_id, User, UserNotFound)
+        if user.app_id != self.app_id:
+            raise UserNotFound(user_id)  # never confirm another app's ids
+        user.require_live()
+        return user
+
+    def subscription(self, subscription_id: UUID) -> Subscription:
+        subscription = self._load(subscription_id, Subscription, SubscriptionNotFound)
+        if subscription.app_id != self.app_id:
+            raise SubscriptionNotFound(subscription_id)
+        subscription.require_live()
+        return subscription
+
+    def add(self, aggregate: Aggregate) -> None:
+        self._aggregates[aggregate.id] = aggregate
+
+    def holder(self, namespace: str, value: str) -> UUID | None:
+        claim = self._claim(namespace, value)
+        return claim.holder_id if claim else None
+
+    def claim(self, namespace: str, value: str, holder_id: UUID) -> UUID | None:
+        """Take the value for ``holder_id``; return the other holder if it is taken."""
+        claim = self._claim(namespace, value)
+        if claim is None:
+            cid = claim_id(self._index_key, self.app_id, namespace, value)
+            self.add(Claim.first(cid, holder_id, self.at))
+        elif claim.holder_id is None:
+            claim.take(holder_id, self.at)
+        elif claim.holder_id != holder_id:
+            return claim.holder_id
+        return None
+
+    def release(self, namespace: str, value: str) -> None:
+        claim = self._claim(namespace, value)
+        if claim is not None and claim.holder_id is not None:
+            claim.release(self.at)
+
+    def commit(self) -> int | None:
+        """Save every touched aggregate atomically; return the log position."""
+        changed = [a for a in self._aggregates.values() if a is not None and a.pending_events]
+        if changed:
+            recordings = self._store.save(*changed)
+            self.position = recordings[-1].notification.id if recordings else None
+        return self.position
+
+    def _claim(self, namespace: str, value: str) -> Claim | None:
+        cid = claim_id(self._index_key, self.app_id, namespace, value)
+        if cid not in self._aggregates:
+            try:
+                self._aggregates[cid] = self._store.repository.get(cid)
+            except AggregateNotFoundError:
+                self._aggregates[cid] = None
+        claim = self._aggregates[cid]
+        assert claim is None or isinstance(claim, Claim)
+        return claim
+
+    def _load(
+        self, aggregate_id: UUID, kind: type[T], missing: Callable[[Any], NotFound]
+    ) -> T:
+        aggregate = self._aggregates.get(aggregate_id)
+        if aggregate is None:
+            try:
+                aggregate = self._store.repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                raise missing(aggregate_id) from None
+            self._aggregates[aggregate_id] = aggregate
+        if not isinstance(aggregate, kind):
+            raise missing(aggregate_id)
+        return aggregate
