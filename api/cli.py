@@ -1,0 +1,78 @@
+"""`idledger`: the one command-line entry point."""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Annotated
+from uuid import UUID
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from api.demo import run_login_scenario
+from api.settings import Settings, open_ledger
+from domain.ledger import Ledger
+from domain.user import User
+
+app = typer.Typer(help="idledger: an event-sourced identity ledger.", no_args_is_help=True)
+console = Console()
+
+
+@app.command()
+def version() -> None:
+    """Print the installed version."""
+    console.print(f"idledger {package_version('idledger')}")
+
+
+@app.command("new-key")
+def new_key() -> None:
+    """Print a fresh IDLEDGER_INDEX_KEY (needed by every process sharing a PostgreSQL store)."""
+    console.print(secrets.token_hex(32))
+
+
+@app.command()
+def demo(
+    store_url: Annotated[
+        str | None,
+        typer.Option(help="Store to write the scenario into (default: a throw-away SQLite)."),
+    ] = None,
+) -> None:
+    """Run OneSignal's documented login scenario and print the resulting users."""
+    with tempfile.TemporaryDirectory() as scratch:
+        url = store_url or f"sqlite:///{Path(scratch) / 'demo.db'}"
+        ledger = open_ledger(Settings(store_url=url))
+        try:
+            run = run_login_scenario(ledger)
+            for number, step in enumerate(run.steps, 1):
+                console.print(f"{number}. {step}")
+            console.print(_users_table(ledger, run.users))
+            console.print(_timeline_table(ledger, run.app_subscription))
+        finally:
+            ledger.close()
+
+
+def _users_table(ledger: Ledger, user_ids: list[UUID]) -> Table:
+    table = Table(title="Users")
+    for column in ("onesignal_id", "external_id", "subscriptions", "state"):
+        table.add_column(column)
+    for user_id in user_ids:
+        user = ledger.user_as_of(user_id, ledger.clock())
+        assert isinstance(user, User)
+        state = f"retired into {user.merged_into}" if user.merged_into else "live"
+        subs = ", ".join(f"{kind}" for kind in user.subscriptions.values()) or "-"
+        table.add_row(str(user.id), user.external_id or "(anonymous)", subs, state)
+    return table
+
+
+def _timeline_table(ledger: Ledger, subscription_id: UUID) -> Table:
+    table = Table(title=f"Ownership of iOS push {subscription_id}")
+    for column in ("owner", "from", "to", "cause"):
+        table.add_column(column)
+    for interval in ledger.ownership_timeline(subscription_id):
+        end = interval.end.isoformat() if interval.end else "now"
+        table.add_row(str(interval.owner_id), interval.start.isoformat(), end, interval.cause)
+    return table

@@ -1,0 +1,101 @@
+"""Settings (environment variables prefixed ``IDLEDGER_``) and opening the store.
+
+SQLite is the zero-set-up default; PostgreSQL is chosen by URL.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from domain.ledger import Ledger
+from domain.service import Clock, utc_now
+
+DEFAULT_STORE_URL = "sqlite:///var/idledger.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IDLEDGER_")
+
+    store_url: str = Field(
+        default=DEFAULT_STORE_URL,
+        description="sqlite:///path/to/file.db or postgresql://user:pw@host:port/db?schema=s",
+    )
+    index_key: str | None = Field(
+        default=None,
+        description="Secret (hex, >= 32 chars) keying the uniqueness index. On SQLite it "
+        "defaults to a key file beside the database; PostgreSQL requires it.",
+    )
+
+
+class SettingsError(ValueError):
+    """The settings cannot open a store; the message says which one and why."""
+
+
+def store_env(store_url: str) -> dict[str, str]:
+    """The eventsourcing library's environment for a store URL."""
+    url = urlparse(store_url)
+    if url.scheme == "sqlite":
+        path = unquote(url.path[1:] if url.path.startswith("/") else url.path)
+        if not path:
+            raise SettingsError(f"store_url {store_url!r} names no SQLite file")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path}
+    if url.scheme in ("postgresql", "postgres"):
+        schema = parse_qs(url.query).get("schema", [""])[0]
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": url.path.lstrip("/") or "postgres",
+            "POSTGRES_HOST": url.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(url.port or 5432),
+            "POSTGRES_USER": unquote(url.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(url.password or ""),
+            "POSTGRES_SCHEMA": schema,
+        }
+    raise SettingsError(f"store_url {store_url!r}: use sqlite:///file.db or postgresql://...")
+
+
+def resolve_index_key(settings: Settings, env: dict[str, str]) -> bytes:
+    if settings.index_key:
+        try:
+            key = bytes.fromhex(settings.index_key)
+        except ValueError:
+            raise SettingsError("IDLEDGER_INDEX_KEY must be hexadecimal") from None
+        if len(key) < 16:
+            raise SettingsError("IDLEDGER_INDEX_KEY must be at least 32 hex digits")
+        return key
+    if env["PERSISTENCE_MODULE"] != "eventsourcing.sqlite":
+        raise SettingsError(
+            "IDLEDGER_INDEX_KEY is required with PostgreSQL: every process sharing the "
+            "store must use the same key (generate one with `idledger new-key`)"
+        )
+    key_file = Path(env["SQLITE_DBNAME"] + ".index-key")
+    if not key_file.exists():
+        _publish_new_key(key_file)
+    return bytes.fromhex(key_file.read_text().strip())
+
+
+def _publish_new_key(key_file: Path) -> None:
+    """Write a fresh key beside the database. Linking a complete temporary file
+    into place is atomic, so concurrent first starts agree on one key."""
+    draft = key_file.with_name(f"{key_file.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32))
+    try:
+        os.link(draft, key_file)
+    except FileExistsError:
+        pass  # another process published first; its key stands
+    finally:
+        draft.unlink()
+
+
+def open_ledger(settings: Settings | None = None, clock: Clock = utc_now) -> Ledger:
+    settings = settings or Settings()
+    env = store_env(settings.store_url)
+    return Ledger(env, index_key=resolve_index_key(settings, env), clock=clock)

@@ -1,0 +1,111 @@
+"""Fixtures: every store-backed test runs on a fresh SQLite file and on a fresh
+PostgreSQL schema. The PostgreSQL half runs when IDLEDGER_TEST_POSTGRES is set
+(CI sets it and then a missing server is a failure, not a skip)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, settings
+
+from api.settings import store_env
+from domain.ledger import Ledger
+
+POSTGRES_URL = os.environ.get("IDLEDGER_TEST_POSTGRES", "")
+POSTGRES_SKIP_REASON = (
+    "PostgreSQL half skipped: set IDLEDGER_TEST_POSTGRES=postgresql://postgres@127.0.0.1:5432/test"
+    " to run it (.ci/run does)"
+)
+INDEX_KEY = bytes(range(32))
+
+settings.register_profile(
+    "idledger", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("idledger")
+
+
+def pytest_report_header() -> str:
+    return f"PostgreSQL: {POSTGRES_URL}" if POSTGRES_URL else POSTGRES_SKIP_REASON
+
+
+def _needs_postgres(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    uses_param = callspec is not None and callspec.params.get("store") == "postgres"
+    return uses_param or "postgres_env" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without IDLEDGER_TEST_POSTGRES the PostgreSQL half is left out, said once."""
+    if POSTGRES_URL:
+        return
+    left_out = [item for item in items if _needs_postgres(item)]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if not _needs_postgres(item)]
+        config.stash[_LEFT_OUT] = len(left_out)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    left_out = terminalreporter.config.stash.get(_LEFT_OUT, 0)
+    if left_out:
+        terminalreporter.write_line(f"{POSTGRES_SKIP_REASON} ({left_out} tests)", yellow=True)
+
+
+_LEFT_OUT = pytest.StashKey[int]()
+
+
+class FakeClock:
+    """A clock for tests: starts at a fixed instant and ticks one second per reading,
+    so every command gets its own, predictable time."""
+
+    def __init__(self, start: datetime = datetime(2026, 1, 1, tzinfo=UTC)) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sqlite_env(tmp_path: Path) -> dict[str, str]:
+    return store_env(f"sqlite:///{tmp_path / 'ledger.db'}")
+
+
+@pytest.fixture
+def postgres_env() -> Iterator[dict[str, str]]:
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield store_env(f"{POSTGRES_URL}?schema={schema}")
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The environment of a fresh, empty store of each kind."""
+    env: dict[str, str] = request.getfixturevalue(f"{request.param}_env")
+    return env
+
+
+@pytest.fixture
+def ledger(store: dict[str, str], clock: FakeClock) -> Iterator[Ledger]:
+    ledger = Ledger(store, index_key=INDEX_KEY, clock=clock)
+    yield ledger
+    ledger.close()

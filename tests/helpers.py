@@ -1,0 +1,31 @@
+"""Small builders shared by the tests."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from domain.ledger import Ledger
+from domain.values import SubscriptionSpec, SubscriptionType
+
+
+def ios(token: str) -> SubscriptionSpec:
+    return SubscriptionSpec(type=SubscriptionType.IOS_PUSH, token=token)
+
+
+def web(token: str) -> SubscriptionSpec:
+    return SubscriptionSpec(type=SubscriptionType.CHROME_PUSH, token=token)
+
+
+def email(address: str) -> SubscriptionSpec:
+    return SubscriptionSpec(type=SubscriptionType.EMAIL, token=address)
+
+
+def sms(number: str) -> SubscriptionSpec:
+    return SubscriptionSpec(type=SubscriptionType.SMS, token=number)
+
+
+def device_user(ledger: Ledger, app_id: UUID, spec: SubscriptionSpec) -> tuple[UUID, UUID]:
+    """A new anonymous user with one subscription, as an SDK's first start makes it."""
+    user_id = ledger.create_user(app_id, subscriptions=[spec]).user_id
+    (subscription_id,) = ledger.read(app_id).user(user_id).subscriptions
+    return user_id, subscription_id
