@@ -5,8 +5,10 @@ PostgreSQL schema. The PostgreSQL half runs when IDLEDGER_TEST_POSTGRES is set
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,7 +38,8 @@ def pytest_report_header() -> str:
 
 def _needs_postgres(item: pytest.Item) -> bool:
     callspec = getattr(item, "callspec", None)
-    uses_param = callspec is not None and callspec.params.get("store") == "postgres"
+    params = callspec.params if callspec is not None else {}
+    uses_param = "postgres" in (params.get("store"), params.get("store_kind"))
     return uses_param or "postgres_env" in getattr(item, "fixturenames", ())
 
 
@@ -80,13 +83,13 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-def sqlite_env(tmp_path: Path) -> dict[str, str]:
-    return store_env(f"sqlite:///{tmp_path / 'ledger.db'}")
-
-
-@pytest.fixture
-def postgres_env() -> Iterator[dict[str, str]]:
+@contextmanager
+def fresh_store(kind: str) -> Iterator[dict[str, str]]:
+    """The environment of a new, empty store: a SQLite file or a PostgreSQL schema."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as scratch:
+            yield store_env(f"sqlite:///{Path(scratch) / 'ledger.db'}")
+        return
     schema = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
         connection.execute(f'CREATE SCHEMA "{schema}"')
@@ -95,6 +98,25 @@ def postgres_env() -> Iterator[dict[str, str]]:
     finally:
         with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
             connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def sqlite_env() -> Iterator[dict[str, str]]:
+    with fresh_store("sqlite") as env:
+        yield env
+
+
+@pytest.fixture
+def postgres_env() -> Iterator[dict[str, str]]:
+    with fresh_store("postgres") as env:
+        yield env
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Each store kind, for tests that open several stores of their own."""
+    kind: str = request.param
+    return kind
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
