@@ -62,11 +62,17 @@ class SubscriptionOutcome(Committed):
 class LedgerBase(Application[UUID]):
     """Infrastructure shared by the command groups: store, clock, retries."""
 
-    name = "idledger"
+    name = "idledger"  # names the PostgreSQL tables and env prefix: forever
     env: ClassVar[dict[str, str]] = {
         "MAPPER_TOPIC": get_topic(PydanticMapper),
         "TRANSCODER_TOPIC": get_topic(JsonTranscoder),
     }
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        # The library names each subclass after itself, which would silently point
+        # it at new, empty tables; every ledger class shares the one name.
+        super().__init_subclass__()
+        cls.name = LedgerBase.name
 
     def __init__(
         self,
@@ -80,6 +86,7 @@ class LedgerBase(Application[UUID]):
         super().__init__(env)
         self.index_key = index_key
         self.clock = clock
+        self.races_lost = 0  # commands re-run after another writer saved first
 
     def _run(self, app_id: UUID, command: Callable[[UnitOfWork], T]) -> tuple[T, int | None]:
         for attempt in range(MAX_ATTEMPTS):
@@ -88,6 +95,7 @@ class LedgerBase(Application[UUID]):
             try:
                 return result, uow.commit()
             except IntegrityError:
+                self.races_lost += 1
                 # Another writer saved one of our aggregates first: back off with
                 # jitter so that racing writers spread out, then re-run on fresh state.
                 time.sleep(random.uniform(0, 0.002 * 2**min(attempt, 6)))
