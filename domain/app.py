@@ -57,7 +57,7 @@ class AppCreated(CreationEvent[App]):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     api_key_hash: Sha256Hex
 
-    def construct(self) -> App:
+    def blank(self) -> App:
         return App.__new__(App)
 
     def apply(self, aggregate: App) -> None:
@@ -74,4 +74,3 @@ class ApiKeyRotated(DomainEvent[App]):
 
     def apply(self, aggregate: App) -> None:
         aggregate.api_key_hash = self.api_key_hash
-

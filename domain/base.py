@@ -92,7 +92,7 @@ class CreationEvent(DomainEvent[TAggregate]):
             raise EventOrderError(f"{type(self).__name__} applied to an existing aggregate")
         if self.originator_version != 1:
             raise EventOrderError("a creation event must be version 1")
-        created = self.construct()
+        created = self.blank()
         created._id = self.originator_id
         created._version = 1
         created._created_on = self.timestamp
@@ -101,7 +101,7 @@ class CreationEvent(DomainEvent[TAggregate]):
         self.apply(created)
         return created
 
-    def construct(self) -> TAggregate:
+    def blank(self) -> TAggregate:
         """An empty instance of the aggregate class, filled in by ``apply``."""
         raise NotImplementedError
 

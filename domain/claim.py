@@ -59,7 +59,7 @@ class ClaimOpened(CreationEvent[Claim]):
 
     holder_id: UUID
 
-    def construct(self) -> Claim:
+    def blank(self) -> Claim:
         return Claim.__new__(Claim)
 
     def apply(self, aggregate: Claim) -> None:

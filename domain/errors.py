@@ -64,11 +64,10 @@ class AliasConflict(Conflict):
 
     code = "user-2"
 
-    def __init__(self, conflicting: dict[str, str], owner_id: UUID | None = None) -> None:
+    def __init__(self, conflicting: dict[str, str]) -> None:
         labels = ", ".join(sorted(conflicting))
         super().__init__(f"alias already claimed by another user: {labels}")
         self.conflicting = conflicting
-        self.owner_id = owner_id
 
 
 class SubscriptionLimitReached(Conflict):

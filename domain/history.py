@@ -98,4 +98,3 @@ def _close(intervals: list[OwnershipInterval], at: datetime, ended_by: str) -> N
     if intervals and intervals[-1].end is None:
         last = intervals[-1]
         intervals[-1] = OwnershipInterval(last.owner_id, last.start, at, last.cause, ended_by)
-

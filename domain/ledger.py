@@ -270,24 +270,28 @@ def _identify(
     uow: UnitOfWork, user: User, external_id: str | None, aliases: Mapping[str, str]
 ) -> None:
     """Claim and set an external_id and aliases; all or nothing."""
-    conflicting: dict[str, str] = {}
+    wanted = {
+        label: (alias_namespace(label), alias_id)
+        for label, alias_id in aliases.items()
+        if user.aliases.get(label) != alias_id
+    }
     if external_id is not None and external_id != user.external_id:
-        if uow.claim(EXTERNAL_ID_NAMESPACE, external_id, user.id) is not None:
-            conflicting["external_id"] = external_id
-    for label, alias_id in aliases.items():
-        if user.aliases.get(label) != alias_id:
-            if uow.claim(alias_namespace(label), alias_id, user.id) is not None:
-                conflicting[label] = alias_id
+        wanted["external_id"] = (EXTERNAL_ID_NAMESPACE, external_id)  # never an alias label
+    conflicting = {
+        label: value
+        for label, (namespace, value) in wanted.items()
+        if uow.claim(namespace, value, user.id) is not None
+    }
     if conflicting:
         raise AliasConflict(conflicting)
-    if external_id is not None and external_id != user.external_id:
-        if user.external_id is not None:
-            uow.release(EXTERNAL_ID_NAMESPACE, user.external_id)
-        user.set_external_id(external_id, uow.at)
-    for label, alias_id in aliases.items():
-        if label in user.aliases and user.aliases[label] != alias_id:
-            uow.release(alias_namespace(label), user.aliases[label])
-        user.add_alias(label, alias_id, uow.at)
+    for label, (namespace, value) in wanted.items():
+        previous = user.external_id if label == "external_id" else user.aliases.get(label)
+        if previous is not None:
+            uow.release(namespace, previous)
+        if label == "external_id":
+            user.set_external_id(value, uow.at)
+        else:
+            user.add_alias(label, value, uow.at)
 
 
 def _release_identity(uow: UnitOfWork, user: User) -> None:
@@ -295,4 +299,3 @@ def _release_identity(uow: UnitOfWork, user: User) -> None:
         uow.release(EXTERNAL_ID_NAMESPACE, user.external_id)
     for label, alias_id in user.aliases.items():
         uow.release(alias_namespace(label), alias_id)
-

@@ -9,8 +9,9 @@ from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
+from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic, resolve_topic
+from pydantic import ValidationError
 
 from domain.base import DomainEvent
 
@@ -45,7 +46,17 @@ def event_from_state(
         version += 1
     state["originator_id"] = originator_id
     state["originator_version"] = originator_version
-    return cls.model_validate(state)
+    try:
+        return cls.model_validate(state)
+    except ValidationError as error:
+        raise MapperValidationError(
+            f"stored event {topic} of {originator_id} v{originator_version} "
+            f"does not match its schema: {error}"
+        ) from error
+
+
+class MapperValidationError(MapperDeserialisationError):
+    """A stored payload no longer validates against its event class."""
 
 
 class PydanticMapper(Mapper[UUID]):

@@ -98,7 +98,7 @@ class LedgerBase(Application[UUID]):
                 self.races_lost += 1
                 # Another writer saved one of our aggregates first: back off with
                 # jitter so that racing writers spread out, then re-run on fresh state.
-                time.sleep(random.uniform(0, 0.002 * 2**min(attempt, 6)))
+                time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
         raise ConcurrencyConflict(getattr(command, "__name__", "command"), MAX_ATTEMPTS)
 
     # Apps --------------------------------------------------------------------

@@ -94,7 +94,7 @@ class SubscriptionCreated(CreationEvent[Subscription]):
     owner_id: UUID
     cause: OwnershipCause
 
-    def construct(self) -> Subscription:
+    def blank(self) -> Subscription:
         return Subscription.__new__(Subscription)
 
     def apply(self, aggregate: Subscription) -> None:

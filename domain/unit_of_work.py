@@ -92,9 +92,7 @@ class UnitOfWork:
         assert claim is None or isinstance(claim, Claim)
         return claim
 
-    def _load(
-        self, aggregate_id: UUID, kind: type[T], missing: Callable[[Any], NotFound]
-    ) -> T:
+    def _load(self, aggregate_id: UUID, kind: type[T], missing: Callable[[Any], NotFound]) -> T:
         aggregate = self._aggregates.get(aggregate_id)
         if aggregate is None:
             try:

@@ -35,9 +35,7 @@ class User(Aggregate):
     deleted: bool
 
     @classmethod
-    def create(
-        cls, app_id: UUID, at: datetime, cause: OwnershipCause = OwnershipCause.API
-    ) -> User:
+    def create(cls, app_id: UUID, at: datetime, cause: OwnershipCause = OwnershipCause.API) -> User:
         return cls._start(
             UserCreated(
                 originator_id=uuid4(), originator_version=1, timestamp=at, app_id=app_id,
@@ -105,7 +103,7 @@ class User(Aggregate):
         changed = {k: v for k, v in properties.given().items() if current.get(k) != v}
         if changed:
             self._trigger(
-                PropertiesChanged(**self._next(at), changes=UserProperties(**changed))  # type: ignore[arg-type]
+                PropertiesChanged(**self._next(at), changes=UserProperties.model_validate(changed))
             )
 
     def record_purchase(self, purchase: Purchase, at: datetime) -> None:
@@ -124,7 +122,8 @@ class User(Aggregate):
             self._trigger(SubscriptionDetached(**self._next(at), subscription_id=subscription_id))
 
     def merge_into(self, survivor_id: UUID, at: datetime) -> None:
-        assert self.holds_nothing and survivor_id != self.id
+        assert self.holds_nothing
+        assert survivor_id != self.id
         self._trigger(MergedInto(**self._next(at), survivor_id=survivor_id))
 
     def delete(self, at: datetime) -> None:
@@ -137,7 +136,7 @@ class UserCreated(CreationEvent[User]):
     app_id: UUID
     cause: OwnershipCause
 
-    def construct(self) -> User:
+    def blank(self) -> User:
         return User.__new__(User)
 
     def apply(self, aggregate: User) -> None:

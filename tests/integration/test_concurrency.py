@@ -55,9 +55,7 @@ def test_threads_logging_into_one_new_external_id_end_with_one_user(
     barrier = threading.Barrier(writers)
 
     with ThreadPoolExecutor(writers) as pool:
-        results = list(
-            pool.map(lambda d: login_until_done(ledger, app_id, d[1], barrier), devices)
-        )
+        results = list(pool.map(lambda d: login_until_done(ledger, app_id, d[1], barrier), devices))
 
     owner_id = assert_one_owner_of_all(ledger, app_id, [s for _, s in devices])
     assert {user_id for user_id, _ in results} == {owner_id}
@@ -85,7 +83,9 @@ def test_processes_logging_into_one_new_external_id_end_with_one_user(
     ledger = Ledger(postgres_env, index_key=INDEX_KEY)
     try:
         app_id = ledger.create_app("race").app_id
-        devices = [device_user(ledger, app_id, ios(f"p{i}")) for i in range(processes * threads_each)]
+        devices = [
+            device_user(ledger, app_id, ios(f"p{i}")) for i in range(processes * threads_each)
+        ]
         subscriptions = [s for _, s in devices]
         context = multiprocessing.get_context("spawn")
         barrier = context.Barrier(processes)

@@ -114,9 +114,7 @@ def test_email_added_while_a_user_is_current_belongs_to_that_user(
     assert ledger.owner_of(added.subscription_id, ledger.clock()) == user_id
 
 
-def test_ownership_timeline_after_login_logout_and_transfer(
-    ledger: Ledger, app_id: UUID
-) -> None:
+def test_ownership_timeline_after_login_logout_and_transfer(ledger: Ledger, app_id: UUID) -> None:
     first_owner, push = device_user(ledger, app_id, ios("ios-token"))
     identified, _ = device_user(ledger, app_id, web("web-token"))
     ledger.set_external_id(app_id, identified, "EIDA")
@@ -153,9 +151,14 @@ def test_user_as_of_shows_the_past_state(ledger: Ledger, app_id: UUID) -> None:
     later = ledger.user_as_of(user_id, after_tags)
     now = ledger.user_as_of(user_id, ledger.clock())
 
-    assert past is not None and past.external_id is None and past.tags == {}
-    assert later is not None and later.external_id == "EIDA" and later.tags == {"plan": "gold"}
-    assert now is not None and now.tags == {}
+    assert past is not None
+    assert past.external_id is None
+    assert past.tags == {}
+    assert later is not None
+    assert later.external_id == "EIDA"
+    assert later.tags == {"plan": "gold"}
+    assert now is not None
+    assert now.tags == {}
     assert ledger.user_as_of(user_id, before_login.replace(year=2000)) is None
 
 

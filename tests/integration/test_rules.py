@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from uuid import UUID
 
 import pytest
@@ -122,7 +123,8 @@ def test_login_into_a_full_user_evicts_instead_of_failing(ledger: Ledger, app_id
     assert ledger.login(app_id, push, "EIDA").user_id == full
 
     subscriptions = ledger.read(app_id).user(full).subscriptions
-    assert push in subscriptions and len(subscriptions) == 20
+    assert push in subscriptions
+    assert len(subscriptions) == 20
 
 
 def test_external_ids_and_aliases_are_unique_per_app(ledger: Ledger, app_id: UUID) -> None:
@@ -207,7 +209,7 @@ def test_profile_changes_are_recorded(ledger: Ledger, app_id: UUID) -> None:
     )
     ledger.change_tags(app_id, user_id, {"a": "1", "b": "2"})
     ledger.change_tags(app_id, user_id, {"a": "", "c": "3"})
-    ledger.record_purchase(app_id, user_id, Purchase(sku="gold", amount="1.99", iso="USD"))  # type: ignore[arg-type]
+    ledger.record_purchase(app_id, user_id, Purchase(sku="gold", amount=Decimal("1.99"), iso="USD"))
 
     user = ledger.read(app_id).user(user_id)
     assert user.tags == {"b": "2", "c": "3"}
