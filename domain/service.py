@@ -16,7 +16,12 @@ from typing import ClassVar, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    IntegrityError,
+    InternalError,
+    ProgrammingError,
+)
 from eventsourcing.utils import get_topic
 
 from domain.app import App, new_api_key
@@ -27,6 +32,7 @@ from domain.unit_of_work import UnitOfWork
 T = TypeVar("T")
 Clock = Callable[[], datetime]
 MAX_ATTEMPTS = 12
+DDL_ATTEMPTS = 5
 
 
 def utc_now() -> datetime:
@@ -87,6 +93,18 @@ class LedgerBase(Application[UUID]):
         self.index_key = index_key
         self.clock = clock
         self.races_lost = 0  # commands re-run after another writer saved first
+
+    def construct_recorder(self) -> ApplicationRecorder:
+        # Workers starting together all run CREATE ... IF NOT EXISTS; PostgreSQL can
+        # fail the losers ("tuple concurrently updated"). The DDL converges, so retry.
+        for attempt in range(DDL_ATTEMPTS):
+            try:
+                return super().construct_recorder()
+            except (InternalError, IntegrityError, ProgrammingError):
+                if attempt == DDL_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0.01, 0.1))
+        raise AssertionError("unreachable")
 
     def _run(self, app_id: UUID, command: Callable[[UnitOfWork], T]) -> tuple[T, int | None]:
         for attempt in range(MAX_ATTEMPTS):

@@ -67,9 +67,10 @@ def test_threads_logging_into_one_new_external_id_end_with_one_user(
 def _process_writer(
     env: dict[str, str], app_id: UUID, subscriptions: list[UUID], barrier: ProcessBarrier
 ) -> None:
+    barrier.wait(timeout=60)  # workers start together, as API workers do
     ledger = Ledger(env, index_key=INDEX_KEY)
     try:
-        barrier.wait()
+        barrier.wait(timeout=60)
         with ThreadPoolExecutor(len(subscriptions)) as pool:
             list(pool.map(lambda s: login_until_done(ledger, app_id, s, None), subscriptions))
     finally:
@@ -100,6 +101,9 @@ def test_processes_logging_into_one_new_external_id_end_with_one_user(
             worker.start()
         for worker in workers:
             worker.join(timeout=120)
+            if worker.is_alive():  # leave nothing holding the schema open
+                worker.kill()
+                worker.join()
         assert [w.exitcode for w in workers] == [0] * processes
 
         assert_one_owner_of_all(ledger, app_id, subscriptions)
