@@ -227,10 +227,13 @@ class Ledger(LedgerBase):
         app_id: UUID,
         subscription_id: UUID,
         session_time: int = 0,
+        active_at: datetime | None = None,
     ) -> SubscriptionOutcome:
+        """An activity ping; ``active_at`` lets a late ping or an import say when."""
+
         def record(uow: UnitOfWork) -> Subscription:
             subscription = uow.subscription(subscription_id)
-            subscription.record_session(session_time, uow.at)
+            subscription.record_session(session_time, uow.at, active_at)
             return subscription
 
         return self._on_subscription(app_id, record, "unchanged")

@@ -65,8 +65,8 @@ class SubscriptionOutcome(Committed):
     status: str  # "created", "moved" or "unchanged"
 
 
-class LedgerBase(Application[UUID]):
-    """Infrastructure shared by the command groups: store, clock, retries."""
+class LedgerLog(Application[UUID]):
+    """The ledger's event log, opened for reading: what projections follow."""
 
     name = "idledger"  # names the PostgreSQL tables and env prefix: forever
     env: ClassVar[dict[str, str]] = {
@@ -78,7 +78,23 @@ class LedgerBase(Application[UUID]):
         # The library names each subclass after itself, which would silently point
         # it at new, empty tables; every ledger class shares the one name.
         super().__init_subclass__()
-        cls.name = LedgerBase.name
+        cls.name = LedgerLog.name
+
+    def construct_recorder(self) -> ApplicationRecorder:
+        # Workers starting together all run CREATE ... IF NOT EXISTS; PostgreSQL can
+        # fail the losers ("tuple concurrently updated"). The DDL converges, so retry.
+        for attempt in range(DDL_ATTEMPTS):
+            try:
+                return super().construct_recorder()
+            except (InternalError, IntegrityError, ProgrammingError):
+                if attempt == DDL_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0.01, 0.1))
+        raise AssertionError("unreachable")
+
+
+class LedgerBase(LedgerLog):
+    """Infrastructure shared by the command groups: clock, index key, retries."""
 
     def __init__(
         self,
@@ -93,18 +109,6 @@ class LedgerBase(Application[UUID]):
         self.index_key = index_key
         self.clock = clock
         self.races_lost = 0  # commands re-run after another writer saved first
-
-    def construct_recorder(self) -> ApplicationRecorder:
-        # Workers starting together all run CREATE ... IF NOT EXISTS; PostgreSQL can
-        # fail the losers ("tuple concurrently updated"). The DDL converges, so retry.
-        for attempt in range(DDL_ATTEMPTS):
-            try:
-                return super().construct_recorder()
-            except (InternalError, IntegrityError, ProgrammingError):
-                if attempt == DDL_ATTEMPTS - 1:
-                    raise
-                time.sleep(random.uniform(0.01, 0.1))
-        raise AssertionError("unreachable")
 
     def _run(self, app_id: UUID, command: Callable[[UnitOfWork], T]) -> tuple[T, int | None]:
         for attempt in range(MAX_ATTEMPTS):

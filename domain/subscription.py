@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID, uuid4
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
 from domain.base import Aggregate, CreationEvent, DomainEvent
 from domain.errors import SubscriptionNotFound
@@ -64,8 +64,14 @@ class Subscription(Aggregate):
                 )
             )  # fmt: skip
 
-    def record_session(self, session_time: int, at: datetime) -> None:
-        self._trigger(SessionRecorded(**self._next(at), session_time=session_time))
+    def record_session(
+        self, session_time: int, at: datetime, active_at: datetime | None = None
+    ) -> None:
+        """A session at ``active_at`` (default: now), recorded at ``at``; a late
+        ping or an imported history may be for an earlier moment."""
+        self._trigger(
+            SessionRecorded(**self._next(at), session_time=session_time, active_at=active_at or at)
+        )
 
     def update(self, change: SubscriptionUpdate, at: datetime) -> None:
         if change.enabled is False and self.enabled:
@@ -125,16 +131,18 @@ class OwnerChanged(DomainEvent[Subscription]):
 
 
 class SessionRecorded(DomainEvent[Subscription]):
-    """An activity ping at ``timestamp``: the basis of monthly active users."""
+    """A session that happened at ``active_at``: the basis of monthly active users."""
 
     TOPIC = "idledger.subscription:SessionRecorded"
 
     session_time: int = Field(default=0, ge=0, le=86_400 * 366)
+    active_at: AwareDatetime
 
     def apply(self, aggregate: Subscription) -> None:
         aggregate.session_count += 1
         aggregate.session_time += self.session_time
-        aggregate.last_active = self.timestamp
+        if aggregate.last_active is None or self.active_at > aggregate.last_active:
+            aggregate.last_active = self.active_at
 
 
 class SubscriptionUpdated(DomainEvent[Subscription]):

@@ -1,0 +1,95 @@
+"""Keeping read models caught up with the log.
+
+A ``Follower`` reads the notification log from its view's tracking position, a
+page at a time, and applies each page in one transaction with the position of
+its last event: a crash anywhere leaves rows and position in step, so nothing is
+lost or applied twice. One follower per read model may run at a time; a
+``RunnerLock`` (a file lock on SQLite, an advisory lock on PostgreSQL) enforces it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from eventsourcing.persistence import InfrastructureFactory, Tracking
+from eventsourcing.utils import Environment
+
+from domain.service import LedgerLog
+from projections.base import ReadModel
+from projections.mau import MauProjection, PostgresMauView, SQLiteMauView
+from projections.ownership import OwnershipProjection, PostgresOwnershipView, SQLiteOwnershipView
+from projections.profiles import PostgresProfilesView, ProfilesProjection, SQLiteProfilesView
+from projections.sql import SqlView
+
+READ_MODELS: dict[str, tuple[type[ReadModel[Any]], type[SqlView], type[SqlView]]] = {
+    "profiles": (ProfilesProjection, SQLiteProfilesView, PostgresProfilesView),
+    "ownership": (OwnershipProjection, SQLiteOwnershipView, PostgresOwnershipView),
+    "mau": (MauProjection, SQLiteMauView, PostgresMauView),
+}
+PAGE_SIZE = 1000
+
+
+def is_sqlite(store_env: dict[str, str]) -> bool:
+    return store_env.get("PERSISTENCE_MODULE") == "eventsourcing.sqlite"
+
+
+def view_env(store_env: dict[str, str], name: str) -> dict[str, str]:
+    """On SQLite each read model has a file of its own beside the log (the library's
+    SQLite tracking table is shared per file); on PostgreSQL, tables of its own."""
+    env = dict(store_env)
+    if is_sqlite(env):
+        env["SQLITE_DBNAME"] = f"{env['SQLITE_DBNAME'].removesuffix('.db')}.{name}.db"
+    return env
+
+
+@dataclass(frozen=True)
+class Lag:
+    events: int
+    seconds: float
+
+
+class Follower:
+    """One read model, fed from the log."""
+
+    def __init__(self, log: LedgerLog, store_env: dict[str, str], name: str) -> None:
+        if name not in READ_MODELS:
+            raise ValueError(f"unknown read model {name!r}; choose from {sorted(READ_MODELS)}")
+        projection_class, sqlite_view, postgres_view = READ_MODELS[name]
+        env = view_env(store_env, name)
+        self.name = name
+        self.log = log
+        self.store_env = env
+        self.factory = InfrastructureFactory.construct(Environment(name, env))
+        view_class = sqlite_view if is_sqlite(env) else postgres_view
+        self.view = cast(SqlView, self.factory.tracking_recorder(view_class))
+        self.projection = projection_class(self.view)
+
+    def catch_up(self, max_events: int | None = None) -> int:
+        """Apply everything recorded after the view's position; return how many."""
+        done = 0
+        while max_events is None or done < max_events:
+            limit = PAGE_SIZE if max_events is None else min(PAGE_SIZE, max_events - done)
+            page = self.log.recorder.select_notifications(
+                start=self.view.position() + 1, limit=limit
+            )
+            if not page:
+                break
+            events = [self.log.mapper.to_domain_event(n) for n in page]
+            self.projection.process_page(events, Tracking(self.log.name, page[-1].id))  # type: ignore[arg-type]
+            done += len(page)
+        return done
+
+    def lag(self) -> Lag:
+        position = self.view.position()
+        head = self.log.recorder.max_notification_id() or 0
+        if head <= position:
+            return Lag(0, 0.0)
+        (first_behind,) = self.log.recorder.select_notifications(start=position + 1, limit=1)
+        recorded = self.log.mapper.to_domain_event(first_behind)
+        seconds = (datetime.now(UTC) - recorded.timestamp).total_seconds()  # type: ignore[attr-defined]
+        return Lag(head - position, max(seconds, 0.0))
+
+    def close(self) -> None:
+        self.factory.close()

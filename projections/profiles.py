@@ -1,0 +1,176 @@
+"""Current profiles: every user and subscription as it stands now, found by
+onesignal_id, external_id, any alias, or subscription id.
+
+Each row keeps the aggregate's state as JSON beside the indexed columns; an
+event is applied to that state with the domain's own ``apply``, so the read
+model cannot drift from the domain's rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+from uuid import UUID
+
+from domain.base import DomainEvent
+from domain.subscription import Subscription
+from domain.user import User
+from projections.base import ReadModel, micros
+from projections.sql import PostgresSqlView, SQLiteSqlView, SqlView, Writer
+from projections.state import (
+    subscription_from_json,
+    subscription_to_json,
+    user_from_json,
+    user_to_json,
+)
+
+
+class ProfilesTables(SqlView):
+    TABLES: ClassVar[dict[str, str]] = {
+        "profile_users": "user_id TEXT PRIMARY KEY, app_id TEXT NOT NULL, "
+        "external_id TEXT, status TEXT NOT NULL, merged_into TEXT, "
+        "updated_at BIGINT NOT NULL, state TEXT NOT NULL",
+        "profile_aliases": "app_id TEXT NOT NULL, label TEXT NOT NULL, alias_id TEXT NOT NULL, "
+        "user_id TEXT NOT NULL, PRIMARY KEY (app_id, label, alias_id)",
+        "profile_subscriptions": "subscription_id TEXT PRIMARY KEY, app_id TEXT NOT NULL, "
+        "user_id TEXT, type TEXT NOT NULL, status TEXT NOT NULL, "
+        "updated_at BIGINT NOT NULL, state TEXT NOT NULL",
+    }
+    INDEXES: ClassVar[list[str]] = [
+        "CREATE INDEX IF NOT EXISTS profile_aliases_user ON {profile_aliases} (user_id)",
+        "CREATE INDEX IF NOT EXISTS profile_subscriptions_user "
+        "ON {profile_subscriptions} (user_id)",
+    ]
+
+    def user(self, app_id: UUID, user_id: UUID) -> User | None:
+        """A live user of the app, else ``None`` (retired and deleted users included)."""
+        row = self.one(
+            "SELECT state FROM {profile_users} WHERE user_id = ? AND app_id = ? "
+            "AND status = 'live'",
+            str(user_id), str(app_id),
+        )  # fmt: skip
+        return user_from_json(row["state"]) if row else None
+
+    def user_by_alias(self, app_id: UUID, label: str, alias_id: str) -> User | None:
+        if label == "onesignal_id":
+            try:
+                return self.user(app_id, UUID(alias_id))
+            except ValueError:
+                return None
+        row = self.one(
+            "SELECT user_id FROM {profile_aliases} WHERE app_id = ? AND label = ? "
+            "AND alias_id = ?",
+            str(app_id), label, alias_id,
+        )  # fmt: skip
+        return self.user(app_id, UUID(row["user_id"])) if row else None
+
+    def merged_into(self, user_id: UUID) -> UUID | None:
+        """Audit link from a retired onesignal_id to the user it was merged into."""
+        row = self.one("SELECT merged_into FROM {profile_users} WHERE user_id = ?", str(user_id))
+        return UUID(row["merged_into"]) if row and row["merged_into"] else None
+
+    def subscription(self, app_id: UUID, subscription_id: UUID) -> Subscription | None:
+        row = self.one(
+            "SELECT state FROM {profile_subscriptions} WHERE subscription_id = ? "
+            "AND app_id = ? AND status = 'live'",
+            str(subscription_id), str(app_id),
+        )  # fmt: skip
+        return subscription_from_json(row["state"]) if row else None
+
+    def subscriptions_of(self, app_id: UUID, user_id: UUID) -> list[Subscription]:
+        rows = self.all(
+            "SELECT state FROM {profile_subscriptions} WHERE user_id = ? AND app_id = ? "
+            "AND status = 'live' ORDER BY subscription_id",
+            str(user_id), str(app_id),
+        )  # fmt: skip
+        return [subscription_from_json(row["state"]) for row in rows]
+
+    def all_users(self) -> list[tuple[UUID, str, User]]:
+        rows = self.all("SELECT user_id, status, state FROM {profile_users} ORDER BY user_id")
+        return [(UUID(r["user_id"]), r["status"], user_from_json(r["state"])) for r in rows]
+
+    def all_aliases(self) -> set[tuple[str, str, str, str]]:
+        rows = self.all("SELECT app_id, label, alias_id, user_id FROM {profile_aliases}")
+        return {(r["app_id"], r["label"], r["alias_id"], r["user_id"]) for r in rows}
+
+
+class SQLiteProfilesView(ProfilesTables, SQLiteSqlView):
+    pass
+
+
+class PostgresProfilesView(ProfilesTables, PostgresSqlView):
+    pass
+
+
+class ProfilesProjection(ReadModel[ProfilesTables]):
+    name = "profiles"
+
+    def apply(self, writer: Writer, event: DomainEvent[Any]) -> None:
+        topic = event.TOPIC
+        if topic.startswith("idledger.user:"):
+            self._apply_user(writer, event)
+        elif topic.startswith("idledger.subscription:"):
+            self._apply_subscription(writer, event)
+
+    def _apply_user(self, writer: Writer, event: DomainEvent[Any]) -> None:
+        row = writer.one(
+            "SELECT state FROM {profile_users} WHERE user_id = ?", str(event.originator_id)
+        )
+        before = user_from_json(row["state"]) if row else None
+        old_identity = _identity(before) if before and before.is_live else {}
+        user = event.mutate(before)  # the domain's own rule, applied in place
+        assert isinstance(user, User)
+        status = "retired" if user.merged_into else "deleted" if user.deleted else "live"
+        writer.execute(
+            "INSERT INTO {profile_users} (user_id, app_id, external_id, status, merged_into, "
+            "updated_at, state) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE "
+            "SET external_id = excluded.external_id, status = excluded.status, "
+            "merged_into = excluded.merged_into, updated_at = excluded.updated_at, "
+            "state = excluded.state",
+            str(user.id), str(user.app_id), user.external_id, status,
+            str(user.merged_into) if user.merged_into else None, micros(user.modified_on),
+            user_to_json(user),
+        )  # fmt: skip
+        self._sync_aliases(writer, old_identity, user)
+
+    @staticmethod
+    def _sync_aliases(writer: Writer, old: dict[str, str], user: User) -> None:
+        new = _identity(user) if user.is_live else {}
+        for label, alias_id in old.items():
+            if new.get(label) != alias_id:
+                writer.execute(
+                    "DELETE FROM {profile_aliases} WHERE app_id = ? AND label = ? "
+                    "AND alias_id = ? AND user_id = ?",
+                    str(user.app_id), label, alias_id, str(user.id),
+                )  # fmt: skip
+        for label, alias_id in new.items():
+            if old.get(label) != alias_id:
+                writer.execute(
+                    "INSERT INTO {profile_aliases} (app_id, label, alias_id, user_id) "
+                    "VALUES (?, ?, ?, ?)",
+                    str(user.app_id), label, alias_id, str(user.id),
+                )  # fmt: skip
+
+    def _apply_subscription(self, writer: Writer, event: DomainEvent[Any]) -> None:
+        row = writer.one(
+            "SELECT state FROM {profile_subscriptions} WHERE subscription_id = ?",
+            str(event.originator_id),
+        )
+        subscription = event.mutate(subscription_from_json(row["state"]) if row else None)
+        assert isinstance(subscription, Subscription)
+        writer.execute(
+            "INSERT INTO {profile_subscriptions} (subscription_id, app_id, user_id, type, status, "
+            "updated_at, state) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (subscription_id) "
+            "DO UPDATE SET user_id = excluded.user_id, status = excluded.status, "
+            "updated_at = excluded.updated_at, state = excluded.state",
+            str(subscription.id), str(subscription.app_id),
+            str(subscription.owner_id) if subscription.owner_id else None,
+            subscription.type.value, "deleted" if subscription.deleted else "live",
+            micros(subscription.modified_on), subscription_to_json(subscription),
+        )  # fmt: skip
+
+
+def _identity(user: User) -> dict[str, str]:
+    identity = dict(user.aliases)
+    if user.external_id is not None:
+        identity["external_id"] = user.external_id
+    return identity

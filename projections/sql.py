@@ -1,0 +1,121 @@
+"""Read-model tables on the library's tracking recorders, for SQLite and PostgreSQL.
+
+A view writes its rows and its tracking position in one transaction: that is
+what makes every projection exactly-once across crashes and restarts. SQL is
+written once, with ``?`` placeholders and ``{table}`` names; each store's class
+fills those in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar, Protocol
+
+from eventsourcing.persistence import Tracking, TrackingRecorder
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteTrackingRecorder
+from psycopg.sql import SQL, Composed
+
+Row = Any  # sqlite3.Row or psycopg's dict row: both are read by column name
+
+
+class Cursor(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+    def fetchone(self) -> Row | None: ...
+    def fetchall(self) -> list[Row]: ...
+
+
+class Writer:
+    """Executes a view's SQL inside one transaction."""
+
+    def __init__(self, cursor: Cursor, render: Any) -> None:
+        self._cursor = cursor
+        self._render = render
+
+    def execute(self, sql: str, *params: Any) -> None:
+        self._cursor.execute(self._render(sql), params)
+
+    def one(self, sql: str, *params: Any) -> Row | None:
+        self._cursor.execute(self._render(sql), params)
+        return self._cursor.fetchone()
+
+    def all(self, sql: str, *params: Any) -> list[Row]:
+        self._cursor.execute(self._render(sql), params)
+        return self._cursor.fetchall()
+
+
+class SqlView(TrackingRecorder):
+    """Mixed into a store's tracking recorder. Subclasses list their tables."""
+
+    TABLES: ClassVar[dict[str, str]] = {}  # short name -> column definitions
+    INDEXES: ClassVar[list[str]] = []  # "CREATE INDEX ... ON {table} (...)"
+    app_name: ClassVar[str] = "idledger"
+
+    def table_name(self, short: str) -> str:
+        raise NotImplementedError
+
+    def render(self, sql: str) -> str:
+        return sql.format(**{short: self.table_name(short) for short in self.TABLES})
+
+    def ddl(self) -> list[str]:
+        tables = [
+            f"CREATE TABLE IF NOT EXISTS {self.table_name(short)} ({columns})"
+            for short, columns in self.TABLES.items()
+        ]
+        return tables + [self.render(index) for index in self.INDEXES]
+
+    @contextmanager
+    def writing(self, tracking: Tracking) -> Iterator[Writer]:
+        """Rows written in the block and the position are committed together."""
+        with self.datastore.transaction(commit=True) as cursor:  # type: ignore[attr-defined]
+            yield Writer(cursor, self.render)
+            self._insert_tracking(cursor, tracking)  # type: ignore[attr-defined]
+
+    def reading(self) -> Any:
+        return self.datastore.transaction(commit=False)  # type: ignore[attr-defined]
+
+    def all(self, sql: str, *params: Any) -> list[Row]:
+        with self.reading() as cursor:
+            return Writer(cursor, self.render).all(sql, *params)
+
+    def one(self, sql: str, *params: Any) -> Row | None:
+        with self.reading() as cursor:
+            return Writer(cursor, self.render).one(sql, *params)
+
+    def position(self) -> int:
+        return self.max_tracking_id(self.app_name) or 0
+
+    def wait_for(self, position: int | None, timeout: float) -> bool:
+        """Read-your-writes: block (up to ``timeout`` s) until ``position`` is projected."""
+        if position is None:
+            return True
+        deadline = time.monotonic() + timeout
+        pause = 0.002
+        while self.position() < position:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        return True
+
+
+class SQLiteSqlView(SqlView, SQLiteTrackingRecorder):
+    def table_name(self, short: str) -> str:
+        return short
+
+    def construct_create_table_statements(self) -> list[str]:
+        return super().construct_create_table_statements() + self.ddl()
+
+
+class PostgresSqlView(SqlView, PostgresTrackingRecorder):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sql_create_statements.extend(Composed([SQL(ddl)]) for ddl in self.ddl())
+
+    def table_name(self, short: str) -> str:
+        return f'"{self.datastore.schema}"."{short}"'
+
+    def render(self, sql: str) -> str:
+        return super().render(sql).replace("?", "%s")

@@ -1,0 +1,95 @@
+"""Aggregate state <-> JSON, for read-model rows (validated both ways)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+from pydantic import AwareDatetime
+
+from domain.base import Aggregate, Value
+from domain.subscription import Subscription
+from domain.user import User
+from domain.values import DeviceInfo, Purchase, SubscriptionType, UserProperties
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class AggregateState(Value):
+    id: UUID
+    version: int
+    created_on: AwareDatetime
+    modified_on: AwareDatetime
+
+
+class UserState(AggregateState):
+    app_id: UUID
+    external_id: str | None
+    aliases: dict[str, str]
+    tags: dict[str, str]
+    properties: UserProperties
+    purchases: list[Purchase]
+    subscriptions: dict[UUID, SubscriptionType]
+    merged_into: UUID | None
+    deleted: bool
+
+
+class SubscriptionState(AggregateState):
+    app_id: UUID
+    type: SubscriptionType
+    token: str | None
+    enabled: bool
+    notification_types: int | None
+    web_auth: str | None
+    web_p256: str | None
+    device: DeviceInfo
+    owner_id: UUID | None
+    session_count: int
+    session_time: int
+    last_active: datetime | None
+    deleted: bool
+
+
+def _dump(state_class: type[AggregateState], aggregate: Aggregate) -> str:
+    fields: dict[str, Any] = {
+        "id": aggregate.id,
+        "version": aggregate.version,
+        "created_on": aggregate.created_on,
+        "modified_on": aggregate.modified_on,
+    }
+    for name in state_class.model_fields:
+        if name not in fields:
+            fields[name] = getattr(aggregate, name)
+    return state_class.model_validate(fields).model_dump_json()
+
+
+def _load(state_class: type[AggregateState], aggregate_class: type[A], text: str) -> A:
+    state = state_class.model_validate_json(text)
+    aggregate = aggregate_class.__new__(aggregate_class)
+    aggregate._id = state.id
+    aggregate._version = state.version
+    aggregate._created_on = state.created_on
+    aggregate._modified_on = state.modified_on
+    aggregate._pending_events = []
+    for name in state_class.model_fields:
+        if name not in AggregateState.model_fields:
+            value = getattr(state, name)
+            setattr(aggregate, name, value.copy() if isinstance(value, dict | list) else value)
+    return aggregate
+
+
+def user_to_json(user: User) -> str:
+    return _dump(UserState, user)
+
+
+def user_from_json(text: str) -> User:
+    return _load(UserState, User, text)
+
+
+def subscription_to_json(subscription: Subscription) -> str:
+    return _dump(SubscriptionState, subscription)
+
+
+def subscription_from_json(text: str) -> Subscription:
+    return _load(SubscriptionState, Subscription, text)
