@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import signal
 import tempfile
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -14,9 +16,12 @@ from rich.console import Console
 from rich.table import Table
 
 from api.demo import run_login_scenario
-from api.settings import Settings, open_ledger
+from api.settings import Settings, open_ledger, store_env
 from domain.ledger import Ledger
 from domain.user import User
+from projections.engine import READ_MODELS
+from projections.lock import ProjectionBusy
+from projections.service import Projector, ReadModels
 
 app = typer.Typer(help="idledger: an event-sourced identity ledger.", no_args_is_help=True)
 console = Console()
@@ -53,6 +58,51 @@ def demo(
             console.print(_timeline_table(ledger, run.app_subscription))
         finally:
             ledger.close()
+
+
+@app.command()
+def project(
+    follow: Annotated[bool, typer.Option(help="Keep following the log until stopped.")] = False,
+    projection: Annotated[
+        list[str] | None,
+        typer.Option(help=f"Read model(s) to run: {', '.join(READ_MODELS)} (default: all)."),
+    ] = None,
+    wait_for_lock: Annotated[
+        float, typer.Option(help="Seconds to wait if another runner owns a read model.")
+    ] = 0.0,
+    page_size: Annotated[int, typer.Option(min=1, help="Events per transaction.")] = 1000,
+    poll_interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 0.5,
+) -> None:
+    """Bring the read models up to date with the log (once, or --follow)."""
+    names = projection or list(READ_MODELS)
+    unknown = sorted(set(names) - set(READ_MODELS))
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown read model(s) {unknown}; choose from {list(READ_MODELS)}"
+        )
+    models = ReadModels(store_env(Settings().store_url), names, page_size)
+    projector = Projector(models, poll_interval)
+    try:
+        projector.acquire(wait_for_lock)
+    except ProjectionBusy as busy:
+        console.print(f"[red]{busy}[/red]")
+        raise typer.Exit(3) from None
+    try:
+        if follow:
+            signal.signal(signal.SIGTERM, lambda *_: projector.stop_following())
+            console.print(f"following the log for {', '.join(names)}; Ctrl-C to stop")
+            with contextlib.suppress(KeyboardInterrupt):
+                projector.follow()
+        applied = projector.run_once()
+        console.print(f"applied {applied} events")
+        for name, lag in models.lag().items():
+            console.print(
+                f"{name}: position {models.followers[name].view.position()}, "
+                f"{lag.events} events behind ({lag.seconds:.1f} s)"
+            )
+    finally:
+        projector.release()
+        models.close()
 
 
 def _users_table(ledger: Ledger, user_ids: list[UUID]) -> Table:

@@ -53,12 +53,15 @@ class Lag:
 class Follower:
     """One read model, fed from the log."""
 
-    def __init__(self, log: LedgerLog, store_env: dict[str, str], name: str) -> None:
+    def __init__(
+        self, log: LedgerLog, store_env: dict[str, str], name: str, page_size: int = PAGE_SIZE
+    ) -> None:
         if name not in READ_MODELS:
             raise ValueError(f"unknown read model {name!r}; choose from {sorted(READ_MODELS)}")
         projection_class, sqlite_view, postgres_view = READ_MODELS[name]
         env = view_env(store_env, name)
         self.name = name
+        self.page_size = page_size
         self.log = log
         self.store_env = env
         self.factory = InfrastructureFactory.construct(Environment(name, env))
@@ -70,7 +73,7 @@ class Follower:
         """Apply everything recorded after the view's position; return how many."""
         done = 0
         while max_events is None or done < max_events:
-            limit = PAGE_SIZE if max_events is None else min(PAGE_SIZE, max_events - done)
+            limit = self.page_size if max_events is None else min(self.page_size, max_events - done)
             page = self.log.recorder.select_notifications(
                 start=self.view.position() + 1, limit=limit
             )
