@@ -10,11 +10,16 @@ the events table, in-process from ``nudge()``; and in any case every
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 
+import psycopg
+from psycopg import sql
+
 from domain.service import LedgerLog
-from projections.engine import PAGE_SIZE, READ_MODELS, Follower, Lag
+from projections.engine import PAGE_SIZE, READ_MODELS, Follower, Lag, is_sqlite
+from projections.lock import RunnerLock, postgres_conninfo
 from projections.mau import MauTables
 from projections.ownership import OwnershipTables
 from projections.profiles import ProfilesTables
@@ -68,3 +73,91 @@ class ReadModels:
         for follower in self.followers.values():
             follower.close()
         self.log.close()
+
+
+class Projector:
+    """Owns the read models (one runner each, by lock) and keeps them caught up."""
+
+    def __init__(self, models: ReadModels, poll_interval: float = 0.5) -> None:
+        self.models = models
+        self.poll_interval = poll_interval
+        self.locks = {
+            name: RunnerLock(name, follower.store_env)
+            for name, follower in models.followers.items()
+        }
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def acquire(self, wait: float = 0.0) -> None:
+        try:
+            for lock in self.locks.values():
+                lock.acquire(wait)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        for lock in self.locks.values():
+            lock.release()
+
+    def run_once(self) -> int:
+        """Catch every read model up with the log; return the events applied."""
+        self.acquire()
+        return sum(f.catch_up() for f in self.models.followers.values())
+
+    def follow(self) -> None:
+        """Keep catching up until ``stop_following()``."""
+        listener = self._listen()
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                self.run_once()
+                self._await_news(listener)
+        finally:
+            if listener is not None:
+                listener.close()
+
+    def nudge(self) -> None:
+        """Tell the runner the log has grown (in-process writers call this)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Follow in a background thread (the embedded mode)."""
+        self.acquire()
+        self._thread = threading.Thread(target=self._follow_safely, name="projector", daemon=True)
+        self._thread.start()
+
+    def stop_following(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def stop(self) -> None:
+        self.stop_following()
+        if self._thread is not None:
+            self._thread.join()
+        self.release()
+
+    def _follow_safely(self) -> None:
+        try:
+            self.follow()
+        except BaseException as error:  # surfaced by health checks, not swallowed
+            self.error = error
+            log.exception("projector stopped")
+
+    def _listen(self) -> psycopg.Connection[tuple[object, ...]] | None:
+        env = self.models.store_env
+        if is_sqlite(env):
+            return None
+        connection = psycopg.connect(postgres_conninfo(env), autocommit=True)
+        channel = self.models.log.recorder.channel_name  # type: ignore[attr-defined]
+        connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        return connection
+
+    def _await_news(self, listener: psycopg.Connection[tuple[object, ...]] | None) -> None:
+        if listener is None:
+            self._wake.wait(self.poll_interval)
+            return
+        for _ in listener.notifies(timeout=self.poll_interval, stop_after=1):
+            pass
