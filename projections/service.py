@@ -159,5 +159,8 @@ class Projector:
         if listener is None:
             self._wake.wait(self.poll_interval)
             return
-        for _ in listener.notifies(timeout=self.poll_interval, stop_after=1):
-            pass
+        # Short slices, so that nudge() and stop_following() are heard promptly too.
+        deadline = time.monotonic() + self.poll_interval
+        while not self._wake.is_set() and time.monotonic() < deadline:
+            if any(True for _ in listener.notifies(timeout=0.05, stop_after=1)):
+                return
