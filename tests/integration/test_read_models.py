@@ -47,9 +47,11 @@ def test_profiles_are_found_by_every_identity(ledger: Ledger, models: ReadModels
 
     for label, alias_id in [("onesignal_id", str(user_id)), ("external_id", "EIDA"), ("crm", "42")]:
         found = profiles.user_by_alias(app_id, label, alias_id)
-        assert found is not None and found.id == user_id
+        assert found is not None
+        assert found.id == user_id
     subscription = profiles.subscription(app_id, push)
-    assert subscription is not None and subscription.owner_id == user_id
+    assert subscription is not None
+    assert subscription.owner_id == user_id
     assert [s.id for s in profiles.subscriptions_of(app_id, user_id)] == [push]
     assert profiles.user_by_alias(app_id, "crm", "43") is None
     assert profiles.user_by_alias(app_id, "onesignal_id", "not-a-uuid") is None
@@ -88,7 +90,7 @@ def test_catching_up_twice_applies_nothing_twice(ledger: Ledger, models: ReadMod
     second = projector.run_once()
     projector.release()
 
-    head = ledger.recorder.max_notification_id()
+    head = ledger.recorder.max_notification_id() or 0
     assert (first, second) == (3 * head, 0)
     assert models.mau.mau(app_id, ledger.clock().date()) == {"iOSPush": 1}
     assert all(lag.events == 0 for lag in models.lag().values())
@@ -120,7 +122,8 @@ def test_read_your_writes_with_an_in_process_projector(ledger: Ledger, models: R
 
         assert models.wait_for(outcome.position, timeout=10)
         found = models.profiles.user_by_alias(app_id, "external_id", "EIDA")
-        assert found is not None and found.id == outcome.user_id
+        assert found is not None
+        assert found.id == outcome.user_id
         assert models.lag()["profiles"].events == 0
     finally:
         projector.stop()
@@ -164,10 +167,12 @@ def check_profiles(ledger: Ledger, models: ReadModels, app_id: UUID, users: set[
             assert projected is None
             assert models.profiles.merged_into(user_id) == folded.merged_into
             continue
-        assert projected is not None and user_to_json(projected) == user_to_json(folded)
+        assert projected is not None
+        assert user_to_json(projected) == user_to_json(folded)
         if folded.external_id is not None:
             found = models.profiles.user_by_alias(app_id, "external_id", folded.external_id)
-            assert found is not None and found.id == user_id
+            assert found is not None
+            assert found.id == user_id
         owned = {s.id for s in models.profiles.subscriptions_of(app_id, user_id)}
         assert owned == set(folded.subscriptions)
 
