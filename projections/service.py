@@ -25,6 +25,8 @@ from projections.ownership import OwnershipTables
 from projections.profiles import ProfilesTables
 
 log = logging.getLogger(__name__)
+LAG_CHECK_INTERVAL = 10.0
+LAG_WARNING_SECONDS = 30.0
 
 
 class ReadModels:
@@ -110,10 +112,14 @@ class Projector:
     def follow(self) -> None:
         """Keep catching up until ``stop_following()``."""
         listener = self._listen()
+        next_check = time.monotonic() + LAG_CHECK_INTERVAL
         try:
             while not self._stop.is_set():
                 self._wake.clear()
                 self.run_once()
+                if time.monotonic() >= next_check:
+                    self._watch_lag()
+                    next_check = time.monotonic() + LAG_CHECK_INTERVAL
                 self._await_news(listener)
         finally:
             if listener is not None:
@@ -138,6 +144,14 @@ class Projector:
         if self._thread is not None:
             self._thread.join()
         self.release()
+
+    def _watch_lag(self) -> None:
+        """Writers outpacing the projector show here, whatever the wake-ups did."""
+        for name, lag in self.models.lag().items():
+            if lag.seconds > LAG_WARNING_SECONDS:
+                log.warning(
+                    "read model %s is %d events (%.0f s) behind", name, lag.events, lag.seconds
+                )
 
     def _follow_safely(self) -> None:
         try:

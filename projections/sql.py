@@ -84,6 +84,14 @@ class SqlView(TrackingRecorder):
         with self.reading() as cursor:
             return Writer(cursor, self.render).one(sql, *params)
 
+    def dump(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of every table, sorted: for comparing two builds of a read model."""
+        dumped = {}
+        for short in self.TABLES:
+            rows = self.all(f"SELECT * FROM {{{short}}}")
+            dumped[short] = sorted(tuple(row[key] for key in row.keys()) for row in rows)
+        return dumped
+
     def position(self) -> int:
         return self.max_tracking_id(self.app_name) or 0
 

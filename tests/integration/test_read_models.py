@@ -200,3 +200,22 @@ def check_subscription(
     else:
         assert projected is not None
         assert subscription_to_json(projected) == subscription_to_json(expected)
+
+
+def test_a_write_on_another_connection_wakes_the_postgres_projector(
+    postgres_env: dict[str, str],
+) -> None:
+    models = ReadModels(postgres_env, ["profiles"])
+    projector = Projector(models, poll_interval=60.0)  # only a NOTIFY can wake it in time
+    writer = Ledger(postgres_env, index_key=INDEX_KEY)
+    projector.start()
+    try:
+        app_id = writer.create_app("notify").app_id
+        outcome = writer.create_user(app_id, external_id="EIDA")
+
+        assert models.wait_for(outcome.position, timeout=10)
+        assert models.profiles.user(app_id, outcome.user_id) is not None
+    finally:
+        projector.stop()
+        writer.close()
+        models.close()
