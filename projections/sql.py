@@ -89,7 +89,8 @@ class SqlView(TrackingRecorder):
         dumped = {}
         for short in self.TABLES:
             rows = self.all(f"SELECT * FROM {{{short}}}")
-            dumped[short] = sorted(tuple(row[key] for key in row.keys()) for row in rows)
+            # keys(): iterating a sqlite3.Row yields values, a dict row yields keys
+            dumped[short] = sorted(tuple(row[key] for key in row.keys()) for row in rows)  # noqa: SIM118
         return dumped
 
     def position(self) -> int:
