@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_type_hints
 from uuid import UUID
 
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, create_model
 
 from domain.base import Aggregate, Value
 from domain.subscription import Subscription
 from domain.user import User
-from domain.values import DeviceInfo, Purchase, SubscriptionType, UserProperties
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -23,32 +21,18 @@ class AggregateState(Value):
     modified_on: AwareDatetime
 
 
-class UserState(AggregateState):
-    app_id: UUID
-    external_id: str | None
-    aliases: dict[str, str]
-    tags: dict[str, str]
-    properties: UserProperties
-    purchases: list[Purchase]
-    subscriptions: dict[UUID, SubscriptionType]
-    merged_into: UUID | None
-    deleted: bool
+def _state_model(aggregate_class: type[Aggregate]) -> type[AggregateState]:
+    """A pydantic model of the aggregate's declared attributes, so it cannot drift."""
+    fields: dict[str, Any] = {
+        name: (hint, ...)
+        for name, hint in get_type_hints(aggregate_class).items()
+        if not name.startswith("_")
+    }
+    return create_model(f"{aggregate_class.__name__}State", __base__=AggregateState, **fields)
 
 
-class SubscriptionState(AggregateState):
-    app_id: UUID
-    type: SubscriptionType
-    token: str | None
-    enabled: bool
-    notification_types: int | None
-    web_auth: str | None
-    web_p256: str | None
-    device: DeviceInfo
-    owner_id: UUID | None
-    session_count: int
-    session_time: int
-    last_active: datetime | None
-    deleted: bool
+UserState = _state_model(User)
+SubscriptionState = _state_model(Subscription)
 
 
 def _dump(state_class: type[AggregateState], aggregate: Aggregate) -> str:

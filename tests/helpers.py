@@ -6,6 +6,7 @@ from uuid import UUID
 
 from domain.ledger import Ledger
 from domain.values import SubscriptionSpec, SubscriptionType
+from projections.service import Projector, ReadModels
 
 
 def ios(token: str) -> SubscriptionSpec:
@@ -29,3 +30,13 @@ def device_user(ledger: Ledger, app_id: UUID, spec: SubscriptionSpec) -> tuple[U
     user_id = ledger.create_user(app_id, subscriptions=[spec]).user_id
     (subscription_id,) = ledger.read(app_id).user(user_id).subscriptions
     return user_id, subscription_id
+
+
+def caught_up(models: ReadModels) -> ReadModels:
+    """Bring the read models up to date with the log, as one runner, then let go."""
+    projector = Projector(models)
+    try:
+        projector.run_once()
+    finally:
+        projector.release()
+    return models

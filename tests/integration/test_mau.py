@@ -12,23 +12,15 @@ from hypothesis import strategies as st
 from domain.ledger import Ledger
 from domain.values import SubscriptionSpec, SubscriptionType
 from projections.mau import WINDOW_DAYS, newly_covered
-from projections.service import Projector, ReadModels
+from projections.service import ReadModels
 from tests.conftest import INDEX_KEY, FakeClock, fresh_store
-from tests.helpers import email, ios, web
+from tests.helpers import caught_up, email, ios, web
 
 START = date(2025, 1, 1)
 KINDS = [
     SubscriptionType.IOS_PUSH, SubscriptionType.ANDROID_PUSH, SubscriptionType.HUAWEI_PUSH,
     SubscriptionType.FIREOS_PUSH, SubscriptionType.CHROME_PUSH, SubscriptionType.EMAIL,
 ]  # fmt: skip
-
-
-def catch_up(models: ReadModels) -> None:
-    projector = Projector(models)
-    try:
-        projector.run_once()
-    finally:
-        projector.release()
 
 
 def brute_force(sessions: list[tuple[int, date]], kinds: dict[int, SubscriptionType], day: date):  # type: ignore[no-untyped-def]
@@ -50,7 +42,7 @@ def test_onesignal_billing_example_counts_mobile_push_only(
         ledger.record_session(app_id, subscription_id)
     models = ReadModels(store, ["mau"])
     try:
-        catch_up(models)
+        caught_up(models)
         counts = models.mau.mau(app_id, ledger.clock().date())
     finally:
         models.close()
@@ -91,7 +83,7 @@ def test_mau_equals_a_brute_force_count_whatever_the_arrival_order(
                 ledger.record_session(app_id, ids[index], active_at=moment)
                 ledger.record_session(other_app, noise[index], active_at=moment)
                 days.append((index, moment.date()))
-            catch_up(models)
+            caught_up(models)
 
             last = START + timedelta(days=400)
             chart = models.mau.mau_range(app_id, START - timedelta(days=3), last)

@@ -18,7 +18,7 @@ from projections.service import Projector, ReadModels
 from projections.state import subscription_to_json, user_to_json
 from tests.commands import Step, play, step
 from tests.conftest import INDEX_KEY, FakeClock, fresh_store
-from tests.helpers import device_user, ios, web
+from tests.helpers import caught_up, device_user, ios, web
 
 
 @pytest.fixture
@@ -26,15 +26,6 @@ def models(store: dict[str, str]) -> Iterator[ReadModels]:
     opened = ReadModels(store)
     yield opened
     opened.close()
-
-
-def caught_up(models: ReadModels) -> ReadModels:
-    projector = Projector(models)
-    try:
-        projector.run_once()
-    finally:
-        projector.release()
-    return models
 
 
 def test_profiles_are_found_by_every_identity(ledger: Ledger, models: ReadModels) -> None:
