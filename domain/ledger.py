@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
@@ -27,6 +28,38 @@ from domain.values import (
 )
 
 _UserChange = Callable[[UnitOfWork, User], None]
+
+
+@dataclass(frozen=True)
+class ProfileChange:
+    """What an API call may change on a user at once."""
+
+    external_id: str | None = None
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    properties: UserProperties = field(default_factory=UserProperties)
+    purchases: Sequence[Purchase] = ()
+    subscriptions: Sequence[SubscriptionSpec] = ()
+
+    def check(self) -> None:
+        """Refuse bad values before anything is loaded or written."""
+        if len(self.subscriptions) > MAX_SUBSCRIPTIONS_PER_USER:
+            raise InvalidValue("subscriptions", f"at most {MAX_SUBSCRIPTIONS_PER_USER}")
+        if self.external_id is not None:
+            check_external_id(self.external_id)
+        for label, alias_id in self.aliases.items():
+            check_alias(label, alias_id)
+
+    def apply(
+        self, uow: UnitOfWork, user: User, cause: OwnershipCause = OwnershipCause.API
+    ) -> None:
+        _identify(uow, user, self.external_id, self.aliases)
+        user.change_tags(dict(self.tags), uow.at)
+        user.change_properties(self.properties, uow.at)
+        for purchase in self.purchases:
+            user.record_purchase(purchase, uow.at)
+        for spec in self.subscriptions:
+            add_subscription(uow, user, spec, cause, LimitPolicy.REFUSE)
 _SubscriptionChange = Callable[[UnitOfWork], Subscription]
 
 
@@ -45,26 +78,30 @@ class Ledger(LedgerBase):
         cause: OwnershipCause = OwnershipCause.API,
     ) -> UserOutcome:
         """A new user; an external_id or alias held by another user is an ``AliasConflict``."""
-        if len(subscriptions) > MAX_SUBSCRIPTIONS_PER_USER:
-            raise InvalidValue("subscriptions", f"at most {MAX_SUBSCRIPTIONS_PER_USER}")
-        if external_id is not None:
-            check_external_id(external_id)
-        for label, alias_id in (aliases or {}).items():
-            check_alias(label, alias_id)
+        change = ProfileChange(
+            external_id=external_id,
+            aliases=dict(aliases or {}),
+            tags=dict(tags or {}),
+            properties=properties or UserProperties(),
+            subscriptions=tuple(subscriptions),
+        )
+        change.check()
 
         def create(uow: UnitOfWork) -> UUID:
             uow.app()
             user = User.create(app_id, uow.at, cause=cause)
             uow.add(user)
-            _identify(uow, user, external_id, aliases or {})
-            user.change_tags(dict(tags or {}), uow.at)
-            user.change_properties(properties or UserProperties(), uow.at)
-            for spec in subscriptions:
-                add_subscription(uow, user, spec, cause, LimitPolicy.REFUSE)
+            change.apply(uow, user, cause)
             return user.id
 
         user_id, position = self._run(app_id, create)
         return UserOutcome(position, user_id, created=True)
+
+    def update_user(self, app_id: UUID, user_id: UUID, change: ProfileChange) -> UserOutcome:
+        """Several changes to one user (identity, tags, properties, purchases,
+        subscriptions), all saved or none."""
+        change.check()
+        return self._on_user(app_id, user_id, lambda uow, u: change.apply(uow, u))
 
     def set_external_id(self, app_id: UUID, user_id: UUID, external_id: str) -> UserOutcome:
         check_external_id(external_id)

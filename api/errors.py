@@ -1,0 +1,86 @@
+"""One place that turns errors into HTTP: always a 4xx with a body that names the
+field and the rule, in OneSignal's shape ``{"errors": [{"code", "title", ...}]}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from domain.errors import (
+    AliasConflict,
+    Conflict,
+    InvalidValue,
+    LedgerError,
+    NotFound,
+)
+
+STATUS_OF: list[tuple[type[LedgerError], int]] = [
+    (InvalidValue, 400),
+    (NotFound, 404),
+    (Conflict, 409),
+]
+
+
+class ApiError(Exception):
+    """An error the HTTP layer itself raises (authentication, body limits, ...)."""
+
+    def __init__(self, status: int, code: str, title: str, field: str | None = None) -> None:
+        super().__init__(title)
+        self.status, self.code, self.title, self.field = status, code, title, field
+
+
+def error_response(
+    status: int, code: str, title: str, field: str | None = None, meta: dict[str, Any] | None = None
+) -> JSONResponse:
+    item: dict[str, Any] = {"code": code, "title": title}
+    if field is not None:
+        item["field"] = field
+    if meta is not None:
+        item["meta"] = meta
+    return JSONResponse({"errors": [item]}, status_code=status)
+
+
+def _ledger_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, LedgerError)
+    status = next((code for kind, code in STATUS_OF if isinstance(error, kind)), 400)
+    if isinstance(error, AliasConflict):
+        return error_response(
+            409, "user-2", "One or more Aliases claimed by another User",
+            meta={"conflicting_aliases": error.conflicting},
+        )  # fmt: skip
+    field = error.field if isinstance(error, InvalidValue) else None
+    return error_response(status, error.code, error.message, field)
+
+
+def _validation_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError | ValidationError)
+    items = []
+    for problem in error.errors():
+        location = [str(part) for part in problem.get("loc", ()) if part != "body"]
+        items.append(
+            {"code": "invalid-value", "title": problem["msg"], "field": ".".join(location)}
+        )
+    return JSONResponse({"errors": items}, status_code=400)
+
+
+def _api_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, ApiError)
+    return error_response(error.status, error.code, error.title, error.field)
+
+
+def _http_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    return error_response(error.status_code, "http-error", str(error.detail))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(LedgerError, _ledger_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ValidationError, _validation_error)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
