@@ -4,16 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from domain.subscription import Subscription
-from domain.user import User
-from domain.values import (
-    DeviceInfo,
-    Purchase,
-    SubscriptionSpec,
-    SubscriptionUpdate,
-    UserProperties,
-    epoch,
-)
 from api.schemas import (
     PropertiesIn,
     PropertiesOut,
@@ -23,6 +13,16 @@ from api.schemas import (
     SubscriptionOut,
     SubscriptionPatch,
     UserOut,
+)
+from domain.subscription import Subscription
+from domain.user import User
+from domain.values import (
+    DeviceInfo,
+    Purchase,
+    SubscriptionSpec,
+    SubscriptionUpdate,
+    UserProperties,
+    epoch,
 )
 
 DEVICE_FIELDS = ("sdk", "device_model", "device_os", "rooted", "test_type", "app_version",

@@ -63,7 +63,11 @@ def _validation_error(_: Request, error: Exception) -> JSONResponse:
     for problem in error.errors():
         location = [str(part) for part in problem.get("loc", ()) if part != "body"]
         items.append(
-            {"code": "invalid-value", "title": problem["msg"], "field": ".".join(location)}
+            {
+                "code": "invalid-value",
+                "title": problem["msg"],
+                "field": ".".join(location) or "body",
+            }
         )
     return JSONResponse({"errors": items}, status_code=400)
 

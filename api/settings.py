@@ -32,6 +32,24 @@ class Settings(BaseSettings):
         "defaults to a key file beside the database; PostgreSQL requires it.",
     )
 
+    admin_key: str | None = Field(
+        default=None,
+        description="Organization key for POST /apps and GET /apps/{id} "
+        "(`Authorization: Key <admin key>`). Without it, app management is closed.",
+    )
+    embedded_projector: bool = Field(
+        default=True,
+        description="Keep the read models caught up inside this process. Turn off when "
+        "a separate `idledger project --follow` worker owns them.",
+    )
+    poll_interval: float = Field(default=0.5, gt=0, description="Projector poll, in seconds.")
+    consistency_timeout: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long a write waits for the read models (read-your-writes).",
+    )
+    max_body_bytes: int = Field(default=256 * 1024, gt=0)
+
 
 class SettingsError(ValueError):
     """The settings cannot open a store; the message says which one and why."""

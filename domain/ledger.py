@@ -60,6 +60,8 @@ class ProfileChange:
             user.record_purchase(purchase, uow.at)
         for spec in self.subscriptions:
             add_subscription(uow, user, spec, cause, LimitPolicy.REFUSE)
+
+
 _SubscriptionChange = Callable[[UnitOfWork], Subscription]
 
 
@@ -75,6 +77,7 @@ class Ledger(LedgerBase):
         tags: Mapping[str, str] | None = None,
         properties: UserProperties | None = None,
         subscriptions: Sequence[SubscriptionSpec] = (),
+        purchases: Sequence[Purchase] = (),
         cause: OwnershipCause = OwnershipCause.API,
     ) -> UserOutcome:
         """A new user; an external_id or alias held by another user is an ``AliasConflict``."""
@@ -83,6 +86,7 @@ class Ledger(LedgerBase):
             aliases=dict(aliases or {}),
             tags=dict(tags or {}),
             properties=properties or UserProperties(),
+            purchases=tuple(purchases),
             subscriptions=tuple(subscriptions),
         )
         change.check()

@@ -1,0 +1,63 @@
+"""Request dependencies: the runtime, per-app authentication, the admin key."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import Depends, Header, Path, Request
+
+from api.errors import ApiError
+from api.runtime import Runtime
+from domain.errors import AppNotFound
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+UNAUTHORIZED = ApiError(401, "unauthorized", "missing or invalid Authorization: Key <REST API key>")
+
+
+def presented_key(authorization: str | None) -> str:
+    scheme, _, key = (authorization or "").partition(" ")
+    if scheme.lower() not in ("key", "basic") or not key.strip():
+        raise UNAUTHORIZED
+    return key.strip()
+
+
+def authenticated_app(
+    runtime: RuntimeDep,
+    app_id: Annotated[str, Path(description="The app's id (UUID)")],
+    authorization: Annotated[str | None, Header()] = None,
+) -> UUID:
+    """The app whose REST API key was presented. An unknown app and a wrong key get
+    the same answer, so one app's key cannot even confirm another app exists."""
+    key = presented_key(authorization)
+    try:
+        app = runtime.ledger.get_app(UUID(app_id))
+    except (ValueError, AppNotFound):
+        raise UNAUTHORIZED from None
+    if not app.accepts(key):
+        raise UNAUTHORIZED
+    return app.id
+
+
+AppId = Annotated[UUID, Depends(authenticated_app)]
+
+
+def require_admin(
+    runtime: RuntimeDep, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    expected = runtime.settings.admin_key
+    if not expected or not hmac.compare_digest(presented_key(authorization), expected):
+        raise ApiError(
+            401, "unauthorized", "missing or invalid Authorization: Key <organization key>"
+        )
+
+
+Admin = Annotated[None, Depends(require_admin)]

@@ -1,0 +1,60 @@
+"""Finding users and subscriptions for a request.
+
+Writes resolve an alias through the ledger's own claims (never stale); reads
+come from the read models, after the read-your-writes wait of the write before.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+from uuid import UUID
+
+from api.convert import identity_of, user_out
+from api.runtime import Runtime
+from api.schemas import IdentityOut, UserOut
+from domain.claim import EXTERNAL_ID_NAMESPACE, alias_namespace
+from domain.errors import UserNotFound
+from domain.user import User
+
+
+def segment(value: str) -> str:
+    """Path segments arrive percent-encoded (see ``api.paths``); decode after routing."""
+    return unquote(value)
+
+
+def user_id_for(runtime: Runtime, app_id: UUID, label: str, alias_id: str) -> UUID:
+    label, alias_id = segment(label), segment(alias_id)
+    if label == "onesignal_id":
+        try:
+            return UUID(alias_id)
+        except ValueError:
+            raise UserNotFound(alias_id) from None
+    namespace = EXTERNAL_ID_NAMESPACE if label == "external_id" else alias_namespace(label)
+    holder = runtime.ledger.read(app_id).holder(namespace, alias_id)
+    if holder is None:
+        raise UserNotFound(f"{label}={alias_id}")
+    return holder
+
+
+def user_for(runtime: Runtime, app_id: UUID, label: str, alias_id: str) -> User:
+    label, alias_id = segment(label), segment(alias_id)
+    user = runtime.models.profiles.user_by_alias(app_id, label, alias_id)
+    if user is None:
+        raise UserNotFound(f"{label}={alias_id}")
+    return user
+
+
+def live_user(runtime: Runtime, app_id: UUID, user_id: UUID) -> User:
+    user = runtime.models.profiles.user(app_id, user_id)
+    if user is None:
+        raise UserNotFound(user_id)
+    return user
+
+
+def user_body(runtime: Runtime, app_id: UUID, user_id: UUID) -> UserOut:
+    user = live_user(runtime, app_id, user_id)
+    return user_out(user, runtime.models.profiles.subscriptions_of(app_id, user_id))
+
+
+def identity_body(runtime: Runtime, app_id: UUID, user_id: UUID) -> IdentityOut:
+    return IdentityOut(identity=identity_of(live_user(runtime, app_id, user_id)))

@@ -1,0 +1,53 @@
+"""Apps (tenants), as OneSignal's `POST /apps` and `GET /apps/{app_id}`, with the
+organization key; plus REST API key rotation."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter
+
+from api.deps import Admin, RuntimeDep
+from api.lookup import segment
+from api.routes.common import ERRORS
+from api.schemas import AppIn, AppOut
+from domain.app import App
+from domain.errors import AppNotFound
+
+router = APIRouter(prefix="/apps", tags=["apps"], responses=ERRORS)
+
+
+def app_out(app: App, api_key: str | None = None) -> AppOut:
+    return AppOut(
+        id=str(app.id),
+        name=app.name,
+        created_at=app.created_on.isoformat(),
+        updated_at=app.modified_on.isoformat(),
+        basic_auth_key=api_key,
+    )
+
+
+def app_uuid(app_id: str) -> UUID:
+    try:
+        return UUID(segment(app_id))
+    except ValueError:
+        raise AppNotFound(app_id) from None
+
+
+@router.post("", response_model=AppOut, response_model_exclude_none=True)
+def create_app(body: AppIn, _: Admin, runtime: RuntimeDep) -> AppOut:
+    """A new app; its REST API key is shown here once, in ``basic_auth_key``."""
+    created = runtime.ledger.create_app(body.name)
+    return app_out(runtime.ledger.get_app(created.app_id), created.api_key)
+
+
+@router.get("/{app_id}", response_model=AppOut, response_model_exclude_none=True)
+def get_app(app_id: str, _: Admin, runtime: RuntimeDep) -> AppOut:
+    return app_out(runtime.ledger.get_app(app_uuid(app_id)))
+
+
+@router.post("/{app_id}/api_key", response_model=AppOut, response_model_exclude_none=True)
+def rotate_api_key(app_id: str, _: Admin, runtime: RuntimeDep) -> AppOut:
+    """A new REST API key; the previous one is refused from now on."""
+    rotated = runtime.ledger.rotate_api_key(app_uuid(app_id))
+    return app_out(runtime.ledger.get_app(rotated.app_id), rotated.api_key)

@@ -1,0 +1,163 @@
+"""OneSignal User API: users and their identity (aliases)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Response
+
+from api.convert import identity_of, properties_in, properties_of, purchase_in, subscription_spec
+from api.deps import AppId, RuntimeDep
+from api.errors import ApiError
+from api.lookup import identity_body, live_user, segment, user_body, user_for, user_id_for
+from api.routes.common import ERRORS, identity_change
+from api.runtime import Runtime
+from api.schemas import (
+    IdentityBody,
+    IdentityOut,
+    PropertiesBodyOut,
+    PropertiesIn,
+    UpdateUserIn,
+    UserIn,
+    UserOut,
+)
+from domain.claim import token_namespace
+from domain.errors import AliasConflict, UserNotFound
+from domain.ledger import ProfileChange
+
+router = APIRouter(prefix="/apps/{app_id}/users", tags=["users"], responses=ERRORS)
+BY_ALIAS = "/by/{alias_label}/{alias_id}"
+
+
+def profile_change(body_identity: dict[str, str], properties: PropertiesIn | None) -> ProfileChange:
+    external_id, aliases = identity_change(body_identity)
+    properties = properties or PropertiesIn()
+    return ProfileChange(
+        external_id=external_id,
+        aliases=aliases,
+        tags={k: str(v) for k, v in (properties.tags or {}).items()},
+        properties=properties_in(properties),
+        purchases=tuple(purchase_in(p) for p in properties.purchases or ()),
+    )
+
+
+@router.post("", status_code=201, response_model=UserOut, response_model_exclude_none=True)
+def create_user(body: UserIn, app_id: AppId, runtime: RuntimeDep, response: Response) -> UserOut:
+    """Create a user; an identity that already exists selects that user (200)."""
+    identity = dict(body.identity or {})
+    specs = [subscription_spec(s) for s in body.subscriptions or ()]
+    if not identity and not specs:
+        raise ApiError(
+            400, "invalid-value", "a user needs an identity or a subscription", "identity"
+        )
+    change = profile_change(
+        {k: v for k, v in identity.items() if k != "onesignal_id"}, body.properties
+    )
+    existing = _existing_user(runtime, app_id, identity)
+    if existing is not None:
+        change = ProfileChange(**{**change.__dict__, "subscriptions": tuple(specs)})
+        outcome = runtime.ledger.update_user(app_id, existing, change)
+        response.status_code = 200
+    elif (logged_out := _logout(runtime, app_id, identity, specs)) is not None:
+        outcome = runtime.ledger.update_user(app_id, logged_out.user_id, change)
+        outcome = type(outcome)(outcome.position or logged_out.position, logged_out.user_id)
+    else:
+        outcome = runtime.ledger.create_user(
+            app_id, external_id=change.external_id, aliases=change.aliases, tags=change.tags,
+            properties=change.properties, subscriptions=specs, purchases=change.purchases,
+        )  # fmt: skip
+    runtime.written(outcome.position)
+    return user_body(runtime, app_id, outcome.user_id)
+
+
+def _existing_user(runtime: Runtime, app_id: UUID, identity: dict[str, str]) -> UUID | None:
+    owners: dict[str, UUID] = {}
+    for label, alias_id in identity.items():
+        try:
+            owners[label] = user_id_for(runtime, app_id, label, alias_id)
+        except UserNotFound:
+            continue
+    if len(set(owners.values())) > 1:
+        raise AliasConflict({label: identity[label] for label in owners})
+    return next(iter(owners.values()), None)
+
+
+def _logout(runtime: Runtime, app_id: UUID, identity: dict[str, str], specs: list[Any]) -> Any:
+    """OneSignal's SDKs log out by creating a user that carries the device's push
+    subscription: record that as the domain's logout."""
+    if identity or len(specs) != 1 or not specs[0].type.is_push or specs[0].token is None:
+        return None
+    view = runtime.ledger.read(app_id)
+    subscription_id = view.holder(token_namespace(specs[0].type), specs[0].token)
+    if subscription_id is None:
+        return None
+    outcome = runtime.ledger.logout(app_id, subscription_id)
+    return outcome if outcome.created else None
+
+
+@router.get(BY_ALIAS, response_model=UserOut, response_model_exclude_none=True)
+def get_user(alias_label: str, alias_id: str, app_id: AppId, runtime: RuntimeDep) -> UserOut:
+    user = user_for(runtime, app_id, alias_label, alias_id)
+    return user_body(runtime, app_id, user.id)
+
+
+@router.patch(
+    BY_ALIAS, status_code=202, response_model=PropertiesBodyOut, response_model_exclude_none=True
+)
+def update_user(
+    alias_label: str, alias_id: str, body: UpdateUserIn, app_id: AppId, runtime: RuntimeDep
+) -> PropertiesBodyOut:
+    """Tags merge (an empty value deletes); purchases in ``deltas`` are recorded."""
+    user_id = user_id_for(runtime, app_id, alias_label, alias_id)
+    change = profile_change({}, body.properties)
+    if body.deltas and body.deltas.purchases:
+        extra = tuple(purchase_in(p) for p in body.deltas.purchases)
+        change = ProfileChange(**{**change.__dict__, "purchases": (*change.purchases, *extra)})
+    outcome = runtime.ledger.update_user(app_id, user_id, change)
+    runtime.written(outcome.position)
+    return PropertiesBodyOut(properties=properties_of(live_user(runtime, app_id, user_id)))
+
+
+@router.delete(BY_ALIAS, response_model=dict[str, Any])
+def delete_user(
+    alias_label: str, alias_id: str, app_id: AppId, runtime: RuntimeDep
+) -> dict[str, Any]:
+    user_id = user_id_for(runtime, app_id, alias_label, alias_id)
+    runtime.written(runtime.ledger.delete_user(app_id, user_id).position)
+    return {}
+
+
+@router.get(BY_ALIAS + "/identity", response_model=IdentityOut)
+def get_aliases(alias_label: str, alias_id: str, app_id: AppId, runtime: RuntimeDep) -> IdentityOut:
+    return IdentityOut(identity=identity_of(user_for(runtime, app_id, alias_label, alias_id)))
+
+
+@router.patch(BY_ALIAS + "/identity", response_model=IdentityOut)
+def create_alias(
+    alias_label: str, alias_id: str, body: IdentityBody, app_id: AppId, runtime: RuntimeDep
+) -> IdentityOut:
+    """Upsert aliases; ``external_id`` here is how the SDKs log an anonymous user in."""
+    user_id = user_id_for(runtime, app_id, alias_label, alias_id)
+    external_id, aliases = identity_change(body.identity)
+    outcome = runtime.ledger.update_user(
+        app_id, user_id, ProfileChange(external_id=external_id, aliases=aliases)
+    )
+    runtime.written(outcome.position)
+    return identity_body(runtime, app_id, user_id)
+
+
+@router.delete(BY_ALIAS + "/identity/{alias_label_to_delete}", response_model=IdentityOut)
+def delete_alias(
+    alias_label: str, alias_id: str, alias_label_to_delete: str, app_id: AppId, runtime: RuntimeDep
+) -> IdentityOut:
+    user_id = user_id_for(runtime, app_id, alias_label, alias_id)
+    label = segment(alias_label_to_delete)
+    if label == "onesignal_id":
+        raise ApiError(400, "invalid-value", "onesignal_id cannot be deleted", "alias_label")
+    if label == "external_id":
+        outcome = runtime.ledger.remove_external_id(app_id, user_id)
+    else:
+        outcome = runtime.ledger.remove_alias(app_id, user_id, label)
+    runtime.written(outcome.position)
+    return identity_body(runtime, app_id, user_id)
