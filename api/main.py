@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.paths import BodyLimit, RawPathRouting
-from api.routes import apps, health, subscriptions, users
+from api.routes import apps, devices, health, history, subscriptions, users
 from api.runtime import Runtime
 from api.settings import Settings
 
@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (apps, users, subscriptions, health):
+    for module in (apps, users, subscriptions, history, devices, health):
         app.include_router(module.router)
     app.add_middleware(RawPathRouting)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

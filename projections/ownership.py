@@ -32,28 +32,30 @@ class OwnershipTables(SqlView):
     ]
     COLUMNS = "owner_id, started_at, ended_at, cause, ended_by"
 
-    def owner_of(self, subscription_id: UUID, at: datetime) -> UUID | None:
+    def owner_of(self, app_id: UUID, subscription_id: UUID, at: datetime) -> UUID | None:
         row = self.one(
-            "SELECT owner_id FROM {ownership} WHERE subscription_id = ? AND started_at <= ? "
-            "AND (ended_at IS NULL OR ended_at > ?) ORDER BY started_at DESC, seq DESC LIMIT 1",
-            str(subscription_id), micros(at), micros(at),
+            "SELECT owner_id FROM {ownership} WHERE subscription_id = ? AND app_id = ? "
+            "AND started_at <= ? AND (ended_at IS NULL OR ended_at > ?) "
+            "ORDER BY started_at DESC, seq DESC LIMIT 1",
+            str(subscription_id), str(app_id), micros(at), micros(at),
         )  # fmt: skip
         return UUID(row["owner_id"]) if row else None
 
-    def timeline(self, subscription_id: UUID) -> list[OwnershipInterval]:
+    def timeline(self, app_id: UUID, subscription_id: UUID) -> list[OwnershipInterval]:
         rows = self.all(
-            f"SELECT {self.COLUMNS} FROM {{ownership}} WHERE subscription_id = ? ORDER BY seq",
-            str(subscription_id),
-        )
+            f"SELECT {self.COLUMNS} FROM {{ownership}} WHERE subscription_id = ? AND app_id = ? "
+            "ORDER BY seq",
+            str(subscription_id), str(app_id),
+        )  # fmt: skip
         return [_interval(row) for row in rows]
 
-    def owned_by(self, owner_id: UUID) -> list[tuple[UUID, OwnershipInterval]]:
+    def owned_by(self, app_id: UUID, owner_id: UUID) -> list[tuple[UUID, OwnershipInterval]]:
         """Every subscription the user ever owned, with the interval of each ownership."""
         rows = self.all(
             f"SELECT subscription_id, {self.COLUMNS} FROM {{ownership}} WHERE owner_id = ? "
-            "ORDER BY started_at, subscription_id",
-            str(owner_id),
-        )
+            "AND app_id = ? ORDER BY started_at, subscription_id",
+            str(owner_id), str(app_id),
+        )  # fmt: skip
         return [(UUID(row["subscription_id"]), _interval(row)) for row in rows]
 
 

@@ -67,8 +67,8 @@ def test_retired_and_deleted_users_leave_lookups_but_not_history(
     assert models.profiles.merged_into(retired) == survivor
     assert models.profiles.user(app_id, deleted) is None
     assert models.profiles.user_by_alias(app_id, "external_id", "gone") is None
-    assert [i.owner_id for i in models.ownership.timeline(phone)] == [retired, survivor]
-    assert {s for s, _ in models.ownership.owned_by(retired)} == {phone}
+    assert [i.owner_id for i in models.ownership.timeline(app_id, phone)] == [retired, survivor]
+    assert {s for s, _ in models.ownership.owned_by(app_id, retired)} == {phone}
 
 
 def test_catching_up_twice_applies_nothing_twice(ledger: Ledger, models: ReadModels) -> None:
@@ -175,9 +175,11 @@ def check_subscription(
     subscription_id: UUID,
     instants: list[datetime],
 ) -> None:
-    assert models.ownership.timeline(subscription_id) == ledger.ownership_timeline(subscription_id)
+    assert models.ownership.timeline(app_id, subscription_id) == ledger.ownership_timeline(
+        subscription_id
+    )
     for instant in instants:
-        assert models.ownership.owner_of(subscription_id, instant) == ledger.owner_of(
+        assert models.ownership.owner_of(app_id, subscription_id, instant) == ledger.owner_of(
             subscription_id, instant
         )
     folded = ledger.read(app_id)
