@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STORE_URL ?= sqlite:///var/idledger.db
+PORT ?= 8000
 
 .PHONY: run test test-fast lint fmt clean
 
@@ -19,11 +20,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
-# Until the HTTP API lands, the service is the scripted OneSignal login scenario,
-# written into the SQLite ledger under ./var/.
+# The HTTP API on SQLite under ./var/ (prints an organization key if none is set).
 run: $(VENV)/.installed
 	mkdir -p var
-	$(BIN)/idledger demo --store-url $(STORE_URL)
+	$(BIN)/idledger serve --store-url $(STORE_URL) --port $(PORT)
 
 test: lint
 	$(BIN)/pytest

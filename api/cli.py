@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import signal
 import tempfile
@@ -12,6 +13,7 @@ from typing import Annotated
 from uuid import UUID
 
 import typer
+import uvicorn
 from rich.console import Console
 from rich.table import Table
 
@@ -31,6 +33,30 @@ console = Console()
 def version() -> None:
     """Print the installed version."""
     console.print(f"idledger {package_version('idledger')}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    store_url: Annotated[
+        str | None, typer.Option(help="Store URL (default: IDLEDGER_STORE_URL or ./var SQLite).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Serve the HTTP API (OneSignal-compatible User API plus idledger endpoints)."""
+    if store_url:
+        os.environ["IDLEDGER_STORE_URL"] = store_url
+    if not os.environ.get("IDLEDGER_ADMIN_KEY"):
+        os.environ["IDLEDGER_ADMIN_KEY"] = secrets.token_urlsafe(24)
+        console.print(
+            "IDLEDGER_ADMIN_KEY was not set; organization key for this run: "
+            f"[bold]{os.environ['IDLEDGER_ADMIN_KEY']}[/bold]"
+        )
+    settings = Settings()
+    store_env(settings.store_url)  # fail fast, with a clear message, on a bad URL
+    console.print(f"idledger on http://{host}:{port} (store {settings.store_url}); docs at /docs")
+    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers)
 
 
 @app.command("new-key")
