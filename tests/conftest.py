@@ -100,6 +100,13 @@ def fresh_store(kind: str) -> Iterator[dict[str, str]]:
             connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+def store_url(env: dict[str, str]) -> str:
+    """The IDLEDGER_STORE_URL of a store environment made by ``fresh_store``."""
+    if "SQLITE_DBNAME" in env:
+        return f"sqlite:///{env['SQLITE_DBNAME']}"
+    return f"{POSTGRES_URL}?schema={env['POSTGRES_SCHEMA']}"
+
+
 @pytest.fixture
 def sqlite_env() -> Iterator[dict[str, str]]:
     with fresh_store("sqlite") as env:

@@ -77,7 +77,11 @@ def _existing_user(runtime: Runtime, app_id: UUID, identity: dict[str, str]) -> 
         try:
             owners[label] = user_id_for(runtime, app_id, label, alias_id)
         except UserNotFound:
+            if label == "onesignal_id":  # names a user that must exist
+                raise
             continue
+    if "onesignal_id" in owners:
+        live_user(runtime, app_id, owners["onesignal_id"])
     if len(set(owners.values())) > 1:
         raise AliasConflict({label: identity[label] for label in owners})
     return next(iter(owners.values()), None)

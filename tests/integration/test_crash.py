@@ -16,16 +16,10 @@ from eventsourcing.persistence import StoredEvent
 from domain.ledger import Ledger
 from domain.service import LedgerLog
 from projections.service import Projector, ReadModels
-from tests.conftest import INDEX_KEY, POSTGRES_URL, fresh_store
+from tests.conftest import INDEX_KEY, fresh_store, store_url
 from tests.helpers import device_user, ios
 
 USERS = 300  # about 3,000 events
-
-
-def store_url(env: dict[str, str]) -> str:
-    if "SQLITE_DBNAME" in env:
-        return f"sqlite:///{env['SQLITE_DBNAME']}"
-    return f"{POSTGRES_URL}?schema={env['POSTGRES_SCHEMA']}"
 
 
 def fill_log(env: dict[str, str]) -> int:
