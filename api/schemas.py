@@ -97,8 +97,8 @@ class UserIn(Body):
 
 
 class Deltas(Body):
-    session_time: int | None = Field(default=None, ge=0)
-    session_count: int | None = Field(default=None, ge=0, le=1000)
+    session_time: int | None = Field(default=None, ge=0, le=86_400)
+    session_count: int | None = Field(default=None, ge=0, le=100)
     purchases: list[PurchaseIn] | None = Field(default=None, max_length=100)
 
 

@@ -40,6 +40,8 @@ class ProfileChange:
     properties: UserProperties = field(default_factory=UserProperties)
     purchases: Sequence[Purchase] = ()
     subscriptions: Sequence[SubscriptionSpec] = ()
+    sessions: int = 0  # OneSignal's session_count delta
+    session_time: int = 0  # seconds, OneSignal's session_time delta
 
     def check(self) -> None:
         """Refuse bad values before anything is loaded or written."""
@@ -60,6 +62,8 @@ class ProfileChange:
             user.record_purchase(purchase, uow.at)
         for spec in self.subscriptions:
             add_subscription(uow, user, spec, cause, LimitPolicy.REFUSE)
+        if self.sessions or self.session_time:
+            _record_user_sessions(uow, user, max(self.sessions, 1), self.session_time)
 
 
 _SubscriptionChange = Callable[[UnitOfWork], Subscription]
@@ -336,6 +340,17 @@ def _identify(
             user.set_external_id(value, uow.at)
         else:
             user.add_alias(label, value, uow.at)
+
+
+def _record_user_sessions(uow: UnitOfWork, user: User, count: int, session_time: int) -> None:
+    """OneSignal counts sessions per user; we record them on the user's current
+    device: its most recently active push subscription."""
+    pushes = [uow.subscription(s) for s, kind in user.subscriptions.items() if kind.is_push]
+    if not pushes:
+        raise InvalidValue("deltas", "the user has no push subscription to record sessions on")
+    current = max(pushes, key=lambda s: (s.recency, str(s.id)))
+    for number in range(count):
+        current.record_session(session_time if number == 0 else 0, uow.at)
 
 
 def _release_identity(uow: UnitOfWork, user: User) -> None:

@@ -112,12 +112,21 @@ def get_user(alias_label: str, alias_id: str, app_id: AppId, runtime: RuntimeDep
 def update_user(
     alias_label: str, alias_id: str, body: UpdateUserIn, app_id: AppId, runtime: RuntimeDep
 ) -> PropertiesBodyOut:
-    """Tags merge (an empty value deletes); purchases in ``deltas`` are recorded."""
+    """Tags merge (an empty value deletes). ``deltas``: purchases are recorded;
+    session_count / session_time are recorded as sessions of the user's current
+    push subscription (the basis of MAU)."""
     user_id = user_id_for(runtime, app_id, alias_label, alias_id)
     change = profile_change({}, body.properties)
-    if body.deltas and body.deltas.purchases:
-        extra = tuple(purchase_in(p) for p in body.deltas.purchases)
-        change = ProfileChange(**{**change.__dict__, "purchases": (*change.purchases, *extra)})
+    if body.deltas:
+        extra = tuple(purchase_in(p) for p in body.deltas.purchases or ())
+        change = ProfileChange(
+            **{
+                **change.__dict__,
+                "purchases": (*change.purchases, *extra),
+                "sessions": body.deltas.session_count or 0,
+                "session_time": body.deltas.session_time or 0,
+            }
+        )
     outcome = runtime.ledger.update_user(app_id, user_id, change)
     runtime.written(outcome.position)
     return PropertiesBodyOut(properties=properties_of(live_user(runtime, app_id, user_id)))
