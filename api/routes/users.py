@@ -42,7 +42,13 @@ def profile_change(body_identity: dict[str, str], properties: PropertiesIn | Non
     )
 
 
-@router.post("", status_code=201, response_model=UserOut, response_model_exclude_none=True)
+@router.post(
+    "",
+    status_code=201,
+    response_model=UserOut,
+    response_model_exclude_none=True,
+    responses={200: {"model": UserOut, "description": "The identity named an existing user"}},
+)
 def create_user(body: UserIn, app_id: AppId, runtime: RuntimeDep, response: Response) -> UserOut:
     """Create a user; an identity that already exists selects that user (200)."""
     identity = dict(body.identity or {})
