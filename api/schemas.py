@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from domain.values import SubscriptionType
 
 MAX_TAGS = 100
+LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z, the last instant Python can hold
 
 
 class Body(BaseModel):
@@ -37,8 +38,8 @@ class PropertiesIn(Body):
     lat: float | None = None
     long: float | None = None
     country: str | None = None
-    first_active: int | None = Field(default=None, ge=0)
-    last_active: int | None = Field(default=None, ge=0)
+    first_active: int | None = Field(default=None, ge=0, le=LAST_SECOND)
+    last_active: int | None = Field(default=None, ge=0, le=LAST_SECOND)
     ip: str | None = None
     purchases: list[PurchaseIn] | None = Field(default=None, max_length=100)
 
