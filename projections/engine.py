@@ -9,13 +9,16 @@ lost or applied twice. One follower per read model may run at a time; a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, cast
 
 from eventsourcing.persistence import InfrastructureFactory, Tracking
 from eventsourcing.utils import Environment
 
+from domain.base import DomainEvent
 from domain.service import LedgerLog
 from projections.base import ReadModel
 from projections.mau import MauProjection, PostgresMauView, SQLiteMauView
@@ -35,13 +38,21 @@ def is_sqlite(store_env: dict[str, str]) -> bool:
     return store_env.get("PERSISTENCE_MODULE") == "eventsourcing.sqlite"
 
 
-def view_env(store_env: dict[str, str], name: str) -> dict[str, str]:
+def view_env(store_env: dict[str, str], name: str, variant: str = "") -> dict[str, str]:
     """On SQLite each read model has a file of its own beside the log (the library's
-    SQLite tracking table is shared per file); on PostgreSQL, tables of its own."""
+    SQLite tracking table is shared per file); on PostgreSQL, tables of its own.
+    A ``variant`` (a rebuild beside the live one) gets its own file or table names."""
     env = dict(store_env)
     if is_sqlite(env):
-        env["SQLITE_DBNAME"] = f"{env['SQLITE_DBNAME'].removesuffix('.db')}.{name}.db"
+        env["SQLITE_DBNAME"] = f"{env['SQLITE_DBNAME'].removesuffix('.db')}.{name}{variant}.db"
     return env
+
+
+@cache
+def view_class_for(base: type[SqlView], variant: str) -> type[SqlView]:
+    if not variant:
+        return base
+    return type(f"{base.__name__}{variant.title()}", (base,), {"SUFFIX": variant})
 
 
 @dataclass(frozen=True)
@@ -54,34 +65,52 @@ class Follower:
     """One read model, fed from the log."""
 
     def __init__(
-        self, log: LedgerLog, store_env: dict[str, str], name: str, page_size: int = PAGE_SIZE
+        self,
+        log: LedgerLog,
+        store_env: dict[str, str],
+        name: str,
+        page_size: int = PAGE_SIZE,
+        variant: str = "",
     ) -> None:
         if name not in READ_MODELS:
             raise ValueError(f"unknown read model {name!r}; choose from {sorted(READ_MODELS)}")
         projection_class, sqlite_view, postgres_view = READ_MODELS[name]
-        env = view_env(store_env, name)
+        env = view_env(store_env, name, variant)
         self.name = name
+        self.variant = variant
         self.page_size = page_size
         self.log = log
         self.store_env = env
-        self.factory = InfrastructureFactory.construct(Environment(name, env))
-        view_class = sqlite_view if is_sqlite(env) else postgres_view
+        self.factory = InfrastructureFactory.construct(Environment(f"{name}{variant}", env))
+        view_class = view_class_for(sqlite_view if is_sqlite(env) else postgres_view, variant)
         self.view = cast(SqlView, self.factory.tracking_recorder(view_class))
         self.projection = projection_class(self.view)
 
-    def catch_up(self, max_events: int | None = None) -> int:
-        """Apply everything recorded after the view's position; return how many."""
+    def catch_up(
+        self,
+        max_events: int | None = None,
+        *,
+        stop_at: int | None = None,
+        until: datetime | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Apply everything recorded after the view's position (up to log position
+        ``stop_at``; with ``until``, only events that happened by then); return how many."""
         done = 0
         while max_events is None or done < max_events:
             limit = self.page_size if max_events is None else min(self.page_size, max_events - done)
             page = self.log.recorder.select_notifications(
-                start=self.view.position() + 1, limit=limit
+                start=self.view.position() + 1, limit=limit, stop=stop_at
             )
             if not page:
                 break
-            events = [self.log.mapper.to_domain_event(n) for n in page]
-            self.projection.process_page(events, Tracking(self.log.name, page[-1].id))  # type: ignore[arg-type]
+            events = [cast(DomainEvent[Any], self.log.mapper.to_domain_event(n)) for n in page]
+            if until is not None:
+                events = [e for e in events if e.timestamp <= until]
+            self.projection.process_page(events, Tracking(self.log.name, page[-1].id))
             done += len(page)
+            if progress is not None:
+                progress(len(page))
         return done
 
     def lag(self) -> Lag:

@@ -26,10 +26,10 @@ class OwnershipTables(SqlView):
         "owner_id TEXT NOT NULL, started_at BIGINT NOT NULL, ended_at BIGINT, "
         "cause TEXT NOT NULL, ended_by TEXT, PRIMARY KEY (subscription_id, seq)",
     }
-    INDEXES: ClassVar[list[str]] = [
-        "CREATE INDEX IF NOT EXISTS ownership_at ON {ownership} (subscription_id, started_at)",
-        "CREATE INDEX IF NOT EXISTS ownership_owner ON {ownership} (owner_id, started_at)",
-    ]
+    INDEXES: ClassVar[dict[str, str]] = {
+        "ownership_at": "ON {ownership} (subscription_id, started_at)",
+        "ownership_owner": "ON {ownership} (owner_id, started_at)",
+    }
     COLUMNS = "owner_id, started_at, ended_at, cause, ended_by"
 
     def owner_of(self, app_id: UUID, subscription_id: UUID, at: datetime) -> UUID | None:

@@ -35,11 +35,10 @@ class ProfilesTables(SqlView):
         "user_id TEXT, type TEXT NOT NULL, status TEXT NOT NULL, "
         "updated_at BIGINT NOT NULL, state TEXT NOT NULL",
     }
-    INDEXES: ClassVar[list[str]] = [
-        "CREATE INDEX IF NOT EXISTS profile_aliases_user ON {profile_aliases} (user_id)",
-        "CREATE INDEX IF NOT EXISTS profile_subscriptions_user "
-        "ON {profile_subscriptions} (user_id)",
-    ]
+    INDEXES: ClassVar[dict[str, str]] = {
+        "profile_aliases_user": "ON {profile_aliases} (user_id)",
+        "profile_subscriptions_user": "ON {profile_subscriptions} (user_id)",
+    }
 
     def user(self, app_id: UUID, user_id: UUID) -> User | None:
         """A live user of the app, else ``None`` (retired and deleted users included)."""

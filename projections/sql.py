@@ -50,11 +50,15 @@ class SqlView(TrackingRecorder):
     """Mixed into a store's tracking recorder. Subclasses list their tables."""
 
     TABLES: ClassVar[dict[str, str]] = {}  # short name -> column definitions
-    INDEXES: ClassVar[list[str]] = []  # "CREATE INDEX ... ON {table} (...)"
+    INDEXES: ClassVar[dict[str, str]] = {}  # index name -> "ON {table} (columns)"
+    SUFFIX: ClassVar[str] = ""  # set on a rebuild beside the live tables
     app_name: ClassVar[str] = "idledger"
 
     def table_name(self, short: str) -> str:
         raise NotImplementedError
+
+    def index_name(self, name: str) -> str:
+        return f"{name}{self.SUFFIX}"
 
     def render(self, sql: str) -> str:
         return sql.format(**{short: self.table_name(short) for short in self.TABLES})
@@ -64,7 +68,11 @@ class SqlView(TrackingRecorder):
             f"CREATE TABLE IF NOT EXISTS {self.table_name(short)} ({columns})"
             for short, columns in self.TABLES.items()
         ]
-        return tables + [self.render(index) for index in self.INDEXES]
+        indexes = [
+            f"CREATE INDEX IF NOT EXISTS {self.index_name(name)} {self.render(definition)}"
+            for name, definition in self.INDEXES.items()
+        ]
+        return tables + indexes
 
     @contextmanager
     def writing(self, tracking: Tracking) -> Iterator[Writer]:
@@ -124,7 +132,7 @@ class PostgresSqlView(SqlView, PostgresTrackingRecorder):
         self.sql_create_statements.extend(Composed([SQL(ddl)]) for ddl in self.ddl())
 
     def table_name(self, short: str) -> str:
-        return f'"{self.datastore.schema}"."{short}"'
+        return f'"{self.datastore.schema}"."{short}{self.SUFFIX}"'
 
     def render(self, sql: str) -> str:
         return super().render(sql).replace("?", "%s")
