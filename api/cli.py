@@ -24,6 +24,7 @@ from domain.user import User
 from projections.engine import READ_MODELS
 from projections.lock import ProjectionBusy
 from projections.service import Projector, ReadModels
+from replay.cli import register as register_replay_verbs
 
 app = typer.Typer(help="idledger: an event-sourced identity ledger.", no_args_is_help=True)
 console = Console()
@@ -152,3 +153,6 @@ def _timeline_table(ledger: Ledger, subscription_id: UUID) -> Table:
         end = interval.end.isoformat() if interval.end else "now"
         table.add_row(str(interval.owner_id), interval.start.isoformat(), end, interval.cause)
     return table
+
+
+register_replay_verbs(app)

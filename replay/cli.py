@@ -1,0 +1,261 @@
+"""The operator's verbs: replay, verify, audit, export, import, import-csv."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+from uuid import UUID
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from api.settings import Settings, open_ledger, store_env
+from domain.errors import LedgerError
+from domain.service import LedgerLog
+from projections.engine import READ_MODELS
+from projections.lock import ProjectionBusy
+from replay.audit import audit_subscription, audit_user, event_json
+from replay.csv_import import RowRejected, import_csv
+from replay.rebuild import rebuild, swap_in, verify
+from replay.transfer import ImportRefused, export_lines, import_events
+
+console = Console()
+errors = Console(stderr=True)
+StoreUrl = Annotated[
+    str | None, typer.Option(help="Store URL (default: IDLEDGER_STORE_URL or ./var SQLite).")
+]
+At = Annotated[datetime | None, typer.Option(help="An instant, ISO 8601 (UTC if no zone).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+class Into(StrEnum):
+    FRESH = "fresh"
+    LIVE = "live"
+
+
+def _env(store_url: str | None) -> dict[str, str]:
+    return store_env(store_url or Settings().store_url)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None else moment
+
+
+def _names(projection: list[str] | None) -> list[str]:
+    names = list(READ_MODELS) if not projection or projection == ["all"] else projection
+    unknown = sorted(set(names) - set(READ_MODELS))
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown read model(s) {unknown}; choose from {list(READ_MODELS)}"
+        )
+    return names
+
+
+def replay(
+    projection: Annotated[list[str] | None, typer.Option(help="Read model(s), or all.")] = None,
+    until: At = None,
+    into: Annotated[
+        Into, typer.Option(help="fresh: beside the live ones; live: swap in.")
+    ] = Into.FRESH,
+    store_url: StoreUrl = None,
+) -> None:
+    """Rebuild read models from the log alone (at an instant, with --until)."""
+    names, env, until = _names(projection), _env(store_url), _aware(until)
+    if until is not None and into is Into.LIVE:
+        errors.print("--until builds a view of the past; it cannot replace the live read models")
+        raise typer.Exit(2)
+    log = LedgerLog(env)
+    total = log.recorder.max_notification_id() or 0
+    log.close()
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+        TextColumn("{task.speed} ev/s"), TimeRemainingColumn(),
+    )  # fmt: skip
+    with Progress(*columns, console=errors, transient=False) as bar:
+        tasks = {name: bar.add_task(name, total=total) for name in names}
+        reports = rebuild(env, names, until=until, progress=lambda n, k: bar.advance(tasks[n], k))
+    table = Table(
+        title=f"replayed {total} events" + (f" until {until.isoformat()}" if until else "")
+    )
+    for column in ("read model", "events", "events/s", "position", "where"):
+        table.add_column(column)
+    for report in reports:
+        rate = report.events / report.seconds if report.seconds else 0
+        where = "beside the live one (_rebuild)"
+        if into is Into.LIVE:
+            try:
+                swap_in(env, report.name)
+            except ProjectionBusy as busy:
+                errors.print(f"[red]{busy}[/red]: stop it, then run again")
+                raise typer.Exit(3) from None
+            where = "swapped in (live)"
+        table.add_row(report.name, str(report.events), f"{rate:,.0f}", str(report.position), where)
+    console.print(table)
+
+
+def verify_command(
+    projection: Annotated[list[str] | None, typer.Option(help="Read model(s), or all.")] = None,
+    store_url: StoreUrl = None,
+) -> None:
+    """Rebuild into scratch tables and compare with the live read models row by row."""
+    differences = verify(_env(store_url), _names(projection))
+    different = False
+    for name, difference in differences.items():
+        if difference.identical:
+            console.print(f"{name}: identical")
+            continue
+        different = True
+        for side, rows in (
+            ("only live", difference.only_live),
+            ("only rebuilt", difference.only_rebuilt),
+        ):
+            for table, extra in rows.items():
+                for row in extra[:20]:
+                    console.print(f"{name}.{table} {side}: {row}")
+                if len(extra) > 20:
+                    console.print(f"{name}.{table} {side}: ... {len(extra) - 20} more")
+    if different:
+        raise typer.Exit(1)
+
+
+audit = typer.Typer(help="Look at the past: ownership of a subscription, a user as of an instant.")
+
+
+@audit.command("subscription")
+def audit_subscription_command(
+    subscription_id: UUID, at: At = None, as_json: AsJson = False, store_url: StoreUrl = None
+) -> None:
+    """The ownership timeline with causes, or the owner at --at."""
+    log = LedgerLog(_env(store_url))
+    try:
+        result = audit_subscription(log, subscription_id, _aware(at))
+    except LedgerError as error:
+        errors.print(str(error))
+        raise typer.Exit(1) from None
+    finally:
+        log.close()
+    if as_json:
+        print(json.dumps(result.as_json(), indent=2))
+        return
+    if result.at is not None:
+        console.print(f"owner at {result.at.isoformat()}: {result.owner_id or 'nobody'}")
+    table = Table(title=f"ownership of {subscription_id}")
+    for column in ("owner", "from", "to", "cause", "ended by"):
+        table.add_column(column)
+    for i in result.timeline:
+        end = i.end.isoformat() if i.end else "now"
+        table.add_row(str(i.owner_id), i.start.isoformat(), end, str(i.cause), i.ended_by or "")
+    console.print(table)
+
+
+@audit.command("user")
+def audit_user_command(
+    user_id: UUID, at: At = None, as_json: AsJson = False, store_url: StoreUrl = None
+) -> None:
+    """The user as of --at (default: now) and its event history."""
+    log = LedgerLog(_env(store_url))
+    try:
+        result = audit_user(log, user_id, _aware(at))
+    except LedgerError as error:
+        errors.print(str(error))
+        raise typer.Exit(1) from None
+    finally:
+        log.close()
+    if as_json:
+        print(json.dumps(result.as_json(), indent=2, default=str))
+        return
+    state = result.as_json()["state"]
+    console.print(f"user {user_id}" + (f" as of {result.at.isoformat()}" if result.at else ""))
+    console.print(state if state is not None else "did not exist yet")
+    if result.survivor_id != user_id:
+        console.print(f"retired into {result.survivor_id}")
+    table = Table(title="events")
+    for column in ("version", "time", "event", "actor", "data"):
+        table.add_column(column)
+    for event in result.events:
+        data = {
+            k: v
+            for k, v in event_json(event).items()
+            if k not in ("version", "type", "timestamp", "actor", "schema_version")
+        }
+        table.add_row(str(event.originator_version), event.timestamp.isoformat(), event.TOPIC,
+                      event.actor, json.dumps(data, default=str))  # fmt: skip
+    console.print(table)
+
+
+def export(
+    app: Annotated[UUID | None, typer.Option(help="Only this app's aggregates.")] = None,
+    store_url: StoreUrl = None,
+) -> None:
+    """Write the ledger's events to standard output, one JSON object per line."""
+    log = LedgerLog(_env(store_url))
+    try:
+        for line in export_lines(log, app):
+            sys.stdout.write(line + "\n")
+    finally:
+        log.close()
+
+
+def import_command(
+    source: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="events.jsonl")],
+    append: Annotated[bool, typer.Option(help="Add to a store that already has events.")] = False,
+    store_url: StoreUrl = None,
+) -> None:
+    """Import an export into an empty store: all events or, on bad input, none."""
+    log = LedgerLog(_env(store_url))
+    try:
+        with source.open(encoding="utf-8") as lines:
+            imported = import_events(log, lines, append=append)
+    except ImportRefused as refused:
+        errors.print(f"[red]import refused[/red]: {refused}")
+        raise typer.Exit(1) from None
+    finally:
+        log.close()
+    console.print(
+        f"imported {imported.events} events "
+        f"(positions {imported.first_position}..{imported.last_position})"
+    )
+
+
+def import_csv_command(
+    source: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="users.csv")],
+    app: Annotated[UUID, typer.Option(help="The app to import into.")],
+    store_url: StoreUrl = None,
+) -> None:
+    """Import users from a OneSignal-style CSV; report the rows refused and why."""
+    ledger = open_ledger(Settings(store_url=store_url) if store_url else None)
+    try:
+        with source.open(encoding="utf-8", newline="") as rows:
+            report = import_csv(ledger, app, rows, source.name)
+    except RowRejected as refused:
+        errors.print(f"[red]import refused[/red]: {refused}")
+        raise typer.Exit(1) from None
+    finally:
+        ledger.close()
+    console.print(
+        f"created {report.created} users, updated {report.updated}, rejected {len(report.rejected)}"
+    )
+    for line, reason in report.rejected:
+        console.print(f"  line {line}: {reason}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("replay")(replay)
+    app.command("verify")(verify_command)
+    app.add_typer(audit, name="audit")
+    app.command("export")(export)
+    app.command("import")(import_command)
+    app.command("import-csv")(import_csv_command)
