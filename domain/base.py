@@ -60,6 +60,16 @@ class DomainEvent(Value, Generic[TAggregate]):
     actor: str = Field(default_factory=current_actor, max_length=200)
 
     @classmethod
+    def aggregate_class(cls) -> type[Aggregate] | None:
+        """The aggregate this event belongs to: the X of ``DomainEvent[X]``."""
+        for klass in cls.__mro__:
+            metadata = getattr(klass, "__pydantic_generic_metadata__", None)
+            if metadata and metadata.get("args"):
+                found = metadata["args"][0]
+                return found if isinstance(found, type) else None
+        return None
+
+    @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
         if "TOPIC" in cls.__dict__:

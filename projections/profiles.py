@@ -104,10 +104,10 @@ class ProfilesProjection(ReadModel[ProfilesTables]):
     name = "profiles"
 
     def apply(self, writer: Writer, event: DomainEvent[Any]) -> None:
-        topic = event.TOPIC
-        if topic.startswith("idledger.user:"):
+        kind = event.aggregate_class()
+        if kind is User:
             self._apply_user(writer, event)
-        elif topic.startswith("idledger.subscription:"):
+        elif kind is Subscription:
             self._apply_subscription(writer, event)
 
     def _apply_user(self, writer: Writer, event: DomainEvent[Any]) -> None:
