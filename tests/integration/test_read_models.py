@@ -7,13 +7,16 @@ from datetime import datetime
 from uuid import UUID
 
 import pytest
+from eventsourcing.projection import ProjectionRunner as LibraryProjectionRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from domain.errors import SubscriptionNotFound
 from domain.ledger import Ledger
+from domain.service import LedgerLog
 from domain.subscription import Subscription
 from projections.lock import ProjectionBusy
+from projections.profiles import PostgresProfilesView, ProfilesProjection
 from projections.service import Projector, ReadModels
 from projections.state import subscription_to_json, user_to_json
 from tests.commands import Step, play, step
@@ -212,3 +215,26 @@ def test_a_write_on_another_connection_wakes_the_postgres_projector(
         projector.stop()
         writer.close()
         models.close()
+
+
+def test_the_librarys_projection_runner_drives_the_same_projection(
+    postgres_env: dict[str, str],
+) -> None:
+    writer = Ledger(postgres_env, index_key=INDEX_KEY)
+    app_id = writer.create_app("library runner").app_id
+    user_id, push = device_user(writer, app_id, ios("p"))
+    outcome = writer.login(app_id, push, "EIDA")
+    runner = LibraryProjectionRunner(
+        application_class=LedgerLog,
+        projection_class=ProfilesProjection,
+        view_class=PostgresProfilesView,
+        env=postgres_env,
+    )
+    try:
+        with runner:
+            runner.wait(outcome.position, timeout=10)
+            found = runner.view.user_by_alias(app_id, "external_id", "EIDA")
+        assert found is not None
+        assert user_to_json(found) == user_to_json(writer.read(app_id).user(user_id))
+    finally:
+        writer.close()
