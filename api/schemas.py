@@ -54,25 +54,6 @@ class PropertiesIn(Body):
         return {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in tags.items()}
 
 
-class SubscriptionIn(Body):
-    type: SubscriptionType
-    token: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
-    enabled: StrictBool | None = None
-    notification_types: int | None = None
-    session_time: int | None = None
-    session_count: int | None = None
-    sdk: Annotated[str, Field(max_length=100)] | None = None
-    device_model: Annotated[str, Field(max_length=100)] | None = None
-    device_os: Annotated[str, Field(max_length=100)] | None = None
-    rooted: StrictBool | None = None
-    test_type: int | None = None
-    app_version: Annotated[str, Field(max_length=100)] | None = None
-    net_type: int | None = None
-    carrier: Annotated[str, Field(max_length=100)] | None = None
-    web_auth: Annotated[str, Field(max_length=256)] | None = None
-    web_p256: Annotated[str, Field(max_length=256)] | None = None
-
-
 class SubscriptionPatch(Body):
     """update_subscription: every field optional, the type cannot change."""
 
@@ -89,6 +70,15 @@ class SubscriptionPatch(Body):
     carrier: Annotated[str, Field(max_length=100)] | None = None
     web_auth: Annotated[str, Field(max_length=256)] | None = None
     web_p256: Annotated[str, Field(max_length=256)] | None = None
+
+
+class SubscriptionIn(SubscriptionPatch):
+    """A new subscription: its type is required; session counters are OneSignal's
+    to report and are not taken from clients."""
+
+    type: SubscriptionType
+    session_time: int | None = None
+    session_count: int | None = None
 
 
 class UserIn(Body):

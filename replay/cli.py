@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 from uuid import UUID
 
 import typer
@@ -32,6 +33,7 @@ from replay.csv_import import RowRejected, import_csv
 from replay.rebuild import rebuild, swap_in, verify
 from replay.transfer import ImportRefused, export_lines, import_events
 
+T = TypeVar("T")
 console = Console()
 errors = Console(stderr=True)
 StoreUrl = Annotated[
@@ -131,6 +133,18 @@ def verify_command(
         raise typer.Exit(1)
 
 
+def _from_log(store_url: str | None, question: Callable[[LedgerLog], T]) -> T:
+    """Ask the log a question; a ledger error (not found) exits 1 with its message."""
+    log = LedgerLog(_env(store_url))
+    try:
+        return question(log)
+    except LedgerError as error:
+        errors.print(str(error))
+        raise typer.Exit(1) from None
+    finally:
+        log.close()
+
+
 audit = typer.Typer(help="Look at the past: ownership of a subscription, a user as of an instant.")
 
 
@@ -139,14 +153,7 @@ def audit_subscription_command(
     subscription_id: UUID, at: At = None, as_json: AsJson = False, store_url: StoreUrl = None
 ) -> None:
     """The ownership timeline with causes, or the owner at --at."""
-    log = LedgerLog(_env(store_url))
-    try:
-        result = audit_subscription(log, subscription_id, _aware(at))
-    except LedgerError as error:
-        errors.print(str(error))
-        raise typer.Exit(1) from None
-    finally:
-        log.close()
+    result = _from_log(store_url, lambda log: audit_subscription(log, subscription_id, _aware(at)))
     if as_json:
         print(json.dumps(result.as_json(), indent=2))
         return
@@ -166,14 +173,7 @@ def audit_user_command(
     user_id: UUID, at: At = None, as_json: AsJson = False, store_url: StoreUrl = None
 ) -> None:
     """The user as of --at (default: now) and its event history."""
-    log = LedgerLog(_env(store_url))
-    try:
-        result = audit_user(log, user_id, _aware(at))
-    except LedgerError as error:
-        errors.print(str(error))
-        raise typer.Exit(1) from None
-    finally:
-        log.close()
+    result = _from_log(store_url, lambda log: audit_user(log, user_id, _aware(at)))
     if as_json:
         print(json.dumps(result.as_json(), indent=2, default=str))
         return
