@@ -55,7 +55,10 @@ def serve(
             f"[bold]{os.environ['IDLEDGER_ADMIN_KEY']}[/bold]"
         )
     settings = Settings()
-    store_env(settings.store_url)  # fail fast, with a clear message, on a bad URL
+    env = store_env(settings.store_url)  # fail fast, with a clear message, on a bad URL
+    if workers > 1 and env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite":
+        console.print("[red]--workers > 1 needs PostgreSQL[/red]: SQLite is the one-process store")
+        raise typer.Exit(2)
     console.print(f"idledger on http://{host}:{port} (store {settings.store_url}); docs at /docs")
     uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers)
 

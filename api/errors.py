@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from eventsourcing.persistence import PersistenceError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -82,7 +83,13 @@ def _http_error(_: Request, error: Exception) -> JSONResponse:
     return error_response(error.status_code, "http-error", str(error.detail))
 
 
+def _store_unavailable(_: Request, error: Exception) -> JSONResponse:
+    # The store failed (down, locked too long): not the client's fault, and retryable.
+    return error_response(503, "store-unavailable", f"the event store did not answer: {error}")
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(PersistenceError, _store_unavailable)
     app.add_exception_handler(LedgerError, _ledger_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ValidationError, _validation_error)

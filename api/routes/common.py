@@ -13,6 +13,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No such user, alias or subscription"},
     409: {"model": ErrorBody, "description": "Alias claimed by another user, or limit reached"},
     413: {"model": ErrorBody, "description": "Request body too large"},
+    503: {"model": ErrorBody, "description": "The event store did not answer; retry"},
 }
 
 

@@ -6,9 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import Tenant
+from api.main import create_app
+from api.settings import Settings
+from projections.lock import postgres_conninfo
+from tests.api.conftest import ADMIN_KEY, Tenant, new_tenant
+from tests.conftest import INDEX_KEY, store_url
 
 MEDIAN = {
     "oneSignalUserId": "player-1", "oneSignalPushToken": "fcm-token-1", "oneSignalSubscribed": True,
@@ -148,3 +153,22 @@ def test_openapi_documents_400_not_422(client: TestClient) -> None:
     assert len(operations) >= 20
     assert all("422" not in op["responses"] for op in operations)
     assert "/apps/{app_id}/users/by/{alias_label}/{alias_id}" in schema["paths"]
+
+
+def test_a_store_failure_is_a_503_not_a_500(postgres_env: dict[str, str]) -> None:
+    settings = Settings(
+        store_url=store_url(postgres_env), index_key=INDEX_KEY.hex(), admin_key=ADMIN_KEY,
+        embedded_projector=False,
+    )  # fmt: skip
+    with TestClient(create_app(settings)) as client:
+        tenant = new_tenant(client)
+        schema = postgres_env["POSTGRES_SCHEMA"]
+        with psycopg.connect(postgres_conninfo(postgres_env), autocommit=True) as connection:
+            connection.execute(f'ALTER TABLE "{schema}".idledger_events RENAME TO gone')
+
+        response = tenant.post("/users", {"identity": {"external_id": "EIDA"}})
+        ready = client.get("/ready")
+
+    assert response.status_code == 503
+    assert response.json()["errors"][0]["code"] == "store-unavailable"
+    assert ready.status_code == 503
