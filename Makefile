@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STORE_URL ?= sqlite:///var/idledger.db
 PORT ?= 8000
 
-.PHONY: run test test-fast lint fmt clean
+.PHONY: run test test-fast lint fmt clean bench bench-quick
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,16 @@ test: lint
 
 test-fast: lint
 	$(BIN)/pytest -m "not slow"
+
+# Benchmarks (not part of `make test`): write BENCHMARKS.md. PostgreSQL must be up;
+# wrk (Debian's package) is installed if missing, for the HTTP lookups.
+bench-quick: $(VENV)/.installed-dev
+	command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null 2>&1 || true
+	$(BIN)/python -m bench --quick
+
+bench: $(VENV)/.installed-dev
+	command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null 2>&1 || true
+	$(BIN)/python -m bench
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

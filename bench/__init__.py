@@ -1,0 +1,1 @@
+"""The benchmark harness: idledger measured against baselines run in the same process."""

@@ -1,0 +1,84 @@
+"""`python -m bench [--quick]`: run every benchmark on SQLite and PostgreSQL and
+write BENCHMARKS.md (figures, ratios to the baselines, machine, date, command)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.harness import Row, machine
+from bench.ingest import bench_ingest
+from bench.lag import bench_lag
+from bench.lookups import bench_lookups
+from bench.queries import bench_mau, bench_point_in_time
+from bench.replay_bench import bench_replay
+
+SIZES = {
+    "quick": {"rounds": 150, "replay": 10_000, "lookup_events": 10_000, "devices": 10,
+              "pit": 2_000, "lag_rounds": 80, "workers": 1, "wrk_seconds": 4},
+    "full": {"rounds": 1_000, "replay": 1_000_000, "lookup_events": 200_000, "devices": 40,
+             "pit": 10_000, "lag_rounds": 500, "workers": 2, "wrk_seconds": 15},
+}  # fmt: skip
+
+
+def plan(size: dict[str, int], kind: str) -> list[tuple[str, Callable[[], list[Row]]]]:
+    workers = 1 if kind == "sqlite" else size["workers"]
+    wrk_seconds = size["wrk_seconds"]
+    return [
+        ("ingest", lambda: bench_ingest(kind, size["rounds"])),
+        ("replay", lambda: bench_replay(kind, size["replay"])),
+        (
+            "lookups",
+            lambda: bench_lookups(kind, size["lookup_events"], workers, wrk_seconds),
+        ),
+        ("mau", lambda: bench_mau(kind, size["devices"])),
+        ("lag", lambda: bench_lag(kind, size["lag_rounds"])),
+        ("point in time", lambda: bench_point_in_time(kind, size["pit"])),
+    ]
+
+
+def report(rows: list[Row], command: str, seconds: float) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"- Command: `{command}` ({seconds:,.0f} s in all)",
+        f"- Machine: {machine()}",
+        "- Baselines run in the same process, on the same store, just before the measurement.",
+        "",
+        "| section | store | what | idledger | baseline | ratio | goal |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.section} | {r.store} | {r.what} | {r.value} | {r.baseline} | {r.ratio} | {r.goal} |"
+        for r in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="small sizes, under two minutes")
+    parser.add_argument("--stores", default="sqlite,postgres")
+    parser.add_argument("--output", default="BENCHMARKS.md")
+    args = parser.parse_args()
+    size = SIZES["quick" if args.quick else "full"]
+    rows: list[Row] = []
+    started = time.perf_counter()
+    for kind in args.stores.split(","):
+        for name, run in plan(size, kind):
+            began = time.perf_counter()
+            measured = run()
+            rows.extend(measured)
+            print(f"{kind:8} {name:14} {time.perf_counter() - began:6.1f} s", file=sys.stderr)
+            for row in measured:
+                print(f"         {row.what}: {row.value} {row.ratio}", file=sys.stderr)
+    command = "make bench-quick" if args.quick else "make bench"
+    Path(args.output).write_text(report(rows, command, time.perf_counter() - started))
+    print(f"wrote {args.output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""MAU reads and point-in-time folds: their cost must not grow with history."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from bench.harness import Row, fresh_store, ledger_for, median_time
+from domain.ledger import Ledger
+from domain.subscription import Subscription
+from domain.user import User
+from domain.values import OwnershipCause, SubscriptionSpec, SubscriptionType
+from projections.service import Projector, ReadModels
+
+START = datetime(2023, 1, 1, tzinfo=UTC)
+
+
+def _insert(ledger: Ledger, *aggregates: Any) -> None:
+    events = [ledger.mapper.to_stored_event(e) for a in aggregates for e in a.collect_events()]
+    for offset in range(0, len(events), 5000):
+        ledger.recorder.insert_events(events[offset : offset + 5000])
+
+
+def _app_with_history(ledger: Ledger, days: int, devices: int) -> UUID:
+    app_id = ledger.create_app(f"{days} days").app_id
+    for device in range(devices):
+        user = User.create(app_id, START)
+        spec = SubscriptionSpec(type=SubscriptionType.IOS_PUSH, token=f"{app_id}-{device}")
+        push = Subscription.create(app_id, spec, user.id, OwnershipCause.DEVICE, START)
+        user.attach(push.id, push.type, START)
+        for day in range(0, days, 2):
+            push.record_session(0, START + timedelta(days=day, hours=device % 24))
+        _insert(ledger, user, push)
+    return app_id
+
+
+def _read_times(
+    models: ReadModels, label: str, app_id: UUID, day: date
+) -> tuple[str, float, float]:
+    one = median_time(lambda: models.mau.mau(app_id, day), 50)
+    year = median_time(lambda: models.mau.mau_range(app_id, day - timedelta(days=364), day), 20)
+    return label, one, year
+
+
+def bench_mau(kind: str, devices: int) -> list[Row]:
+    with fresh_store(kind) as (env, _):
+        ledger = ledger_for(env)
+        short = _app_with_history(ledger, 30, devices)
+        long = _app_with_history(ledger, 3 * 365, devices)
+        ledger.close()
+        models = ReadModels(env, ["mau"])
+        projector = Projector(models)
+        projector.run_once()
+        projector.release()
+        rows = [
+            _read_times(models, label, app_id, (START + timedelta(days=last)).date())
+            for label, app_id, last in (("30 days", short, 29), ("3 years", long, 3 * 365 - 1))
+        ]
+        models.close()
+    (_, one_short, year_short), (_, one_long, year_long) = rows
+    return [
+        Row("mau", kind, "read one day, app with 3 years vs 30 days of sessions",
+            f"{one_long * 1e3:.2f} ms", f"{one_short * 1e3:.2f} ms",
+            f"{one_long / one_short:.2f}", "~1.0 (flat)"),
+        Row("mau", kind, "read a 365-day range, 3 years vs 30 days of sessions",
+            f"{year_long * 1e3:.2f} ms", f"{year_short * 1e3:.2f} ms",
+            f"{year_long / year_short:.2f}", "~1.0 (flat)"),
+    ]  # fmt: skip
+
+
+def _user_with_events(ledger: Ledger, app_id: UUID, events: int) -> tuple[UUID, UUID]:
+    user = User.create(app_id, START)
+    spec = SubscriptionSpec(type=SubscriptionType.IOS_PUSH, token=f"pit-{events}")
+    push = Subscription.create(app_id, spec, user.id, OwnershipCause.DEVICE, START)
+    user.attach(push.id, push.type, START)
+    for number in range(events):
+        at = START + timedelta(minutes=number)
+        user.change_tags({"n": str(number)}, at)
+        push.record_session(0, at)
+    _insert(ledger, user, push)
+    return user.id, push.id
+
+
+def bench_point_in_time(kind: str, big: int) -> list[Row]:
+    with fresh_store(kind) as (env, _):
+        ledger = ledger_for(env)
+        app_id = ledger.create_app("pit").app_id
+        small_user, small_push = _user_with_events(ledger, app_id, 10)
+        big_user, big_push = _user_with_events(ledger, app_id, big)
+        middle = START + timedelta(minutes=5)
+        timings = {
+            (what, size): median_time(query, 5)
+            for what, size, query in (
+                ("user_as_of", 10, lambda: ledger.user_as_of(small_user, middle)),
+                ("user_as_of", big, lambda: ledger.user_as_of(big_user, middle)),
+                ("owner_of", 10, lambda: ledger.owner_of(small_push, middle)),
+                ("owner_of", big, lambda: ledger.owner_of(big_push, middle)),
+            )
+        }
+        ledger.close()
+    return [
+        Row("point-in-time", kind, f"{what}: aggregate with {big:,} events vs 10",
+            f"{timings[(what, big)] * 1e3:.1f} ms", f"{timings[(what, 10)] * 1e3:.2f} ms",
+            f"{timings[(what, big)] / timings[(what, 10)]:.0f}", "close to 1 (snapshots)")
+        for what in ("user_as_of", "owner_of")
+    ]  # fmt: skip
