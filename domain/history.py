@@ -34,7 +34,7 @@ class OwnershipInterval:
 
 
 def events_of(store: Application[UUID], aggregate_id: UUID) -> Iterator[DomainEvent[Any]]:
-    return cast(Iterator[DomainEvent[Any]], iter(store.events.get(aggregate_id)))
+    return cast("Iterator[DomainEvent[Any]]", iter(store.events.get(aggregate_id)))
 
 
 def fold_until(

@@ -39,7 +39,7 @@ def event_state(event: DomainEvent[Any]) -> dict[str, Any]:
 def event_from_state(
     topic: str, originator_id: UUID | str, originator_version: int, state: dict[str, Any]
 ) -> DomainEvent[Any]:
-    cls = cast(type[DomainEvent[Any]], resolve_topic(topic))
+    cls = cast("type[DomainEvent[Any]]", resolve_topic(topic))
     version = state.pop(SCHEMA_VERSION_KEY, 1)
     while version < cls.class_version:
         getattr(cls, f"upcast_v{version}_v{version + 1}")(state)
@@ -61,7 +61,7 @@ class MapperValidationError(MapperDeserialisationError):
 
 class PydanticMapper(Mapper[UUID]):
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
-        event = cast(DomainEvent[Any], domain_event)
+        event = cast("DomainEvent[Any]", domain_event)
         stored_state = self.transcoder.encode(event_state(event))
         if self.compressor:
             stored_state = self.compressor.compress(stored_state)

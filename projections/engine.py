@@ -86,33 +86,6 @@ class Follower:
         self.view = cast(SqlView, self.factory.tracking_recorder(view_class))
         self.projection = projection_class(self.view)
 
-    def catch_up(
-        self,
-        max_events: int | None = None,
-        *,
-        stop_at: int | None = None,
-        until: datetime | None = None,
-        progress: Callable[[int], None] | None = None,
-    ) -> int:
-        """Apply everything recorded after the view's position (up to log position
-        ``stop_at``; with ``until``, only events that happened by then); return how many."""
-        done = 0
-        while max_events is None or done < max_events:
-            limit = self.page_size if max_events is None else min(self.page_size, max_events - done)
-            page = self.log.recorder.select_notifications(
-                start=self.view.position() + 1, limit=limit, stop=stop_at
-            )
-            if not page:
-                break
-            events = [cast(DomainEvent[Any], self.log.mapper.to_domain_event(n)) for n in page]
-            if until is not None:
-                events = [e for e in events if e.timestamp <= until]
-            self.projection.process_page(events, Tracking(self.log.name, page[-1].id))
-            done += len(page)
-            if progress is not None:
-                progress(len(page))
-        return done
-
     def lag(self) -> Lag:
         position = self.view.position()
         head = self.log.recorder.max_notification_id() or 0
@@ -125,3 +98,39 @@ class Follower:
 
     def close(self) -> None:
         self.factory.close()
+
+
+def catch_up_together(
+    followers: list[Follower],
+    *,
+    stop_at: int | None = None,
+    until: datetime | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Feed several read models of one log from a single read of it: each page is
+    fetched and decoded once, then applied to every read model that has not seen
+    it, each in its own transaction with its own position. Returns log events read."""
+    if not followers:
+        return 0
+    log, page_size = followers[0].log, followers[0].page_size
+    done = 0
+    while True:
+        positions = [follower.view.position() for follower in followers]
+        page = log.recorder.select_notifications(
+            start=min(positions) + 1, limit=page_size, stop=stop_at
+        )
+        if not page:
+            return done
+        events = [(n.id, cast("DomainEvent[Any]", log.mapper.to_domain_event(n))) for n in page]
+        tracking = Tracking(log.name, page[-1].id)
+        for follower, position in zip(followers, positions, strict=True):
+            if page[-1].id > position:
+                unseen = [
+                    event
+                    for number, event in events
+                    if number > position and (until is None or event.timestamp <= until)
+                ]
+                follower.projection.process_page(unseen, tracking)
+        done += len(page)
+        if progress is not None:
+            progress(len(page))

@@ -107,9 +107,11 @@ class MauProjection(ReadModel[MauTables]):
             "INSERT INTO {mau_active_days} (subscription_id, day) VALUES (?, ?)",
             subscription_id, day,
         )  # fmt: skip
-        for covered in newly_covered(day, bounds["previous"], bounds["following"]):
-            writer.execute(
-                "INSERT INTO {mau_counts} (app_id, day, type, active) VALUES (?, ?, ?, 1) "
-                "ON CONFLICT (app_id, day, type) DO UPDATE SET active = {mau_counts}.active + 1",
-                kind["app_id"], covered, kind["type"],
-            )  # fmt: skip
+        writer.many(
+            "INSERT INTO {mau_counts} (app_id, day, type, active) VALUES (?, ?, ?, 1) "
+            "ON CONFLICT (app_id, day, type) DO UPDATE SET active = {mau_counts}.active + 1",
+            [
+                (kind["app_id"], covered, kind["type"])
+                for covered in newly_covered(day, bounds["previous"], bounds["following"])
+            ],
+        )

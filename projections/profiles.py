@@ -8,8 +8,11 @@ model cannot drift from the domain's rules.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar, cast
 from uuid import UUID
+
+from eventsourcing.persistence import Tracking
 
 from domain.base import DomainEvent
 from domain.subscription import Subscription
@@ -103,69 +106,106 @@ class PostgresProfilesView(ProfilesTables, PostgresSqlView):
 class ProfilesProjection(ReadModel[ProfilesTables]):
     name = "profiles"
 
-    def apply(self, writer: Writer, event: DomainEvent[Any]) -> None:
-        kind = event.aggregate_class()
-        if kind is User:
-            self._apply_user(writer, event)
-        elif kind is Subscription:
-            self._apply_subscription(writer, event)
+    def process_page(self, events: Sequence[DomainEvent[Any]], tracking: Tracking) -> None:
+        # A page's events are folded in memory and each touched row written once.
+        with self.view.writing(tracking) as writer:
+            page = _ProfilesPage(writer)
+            for event in events:
+                page.apply(event)
+            page.flush()
 
-    def _apply_user(self, writer: Writer, event: DomainEvent[Any]) -> None:
-        row = writer.one(
-            "SELECT state FROM {profile_users} WHERE user_id = ?", str(event.originator_id)
-        )
-        before = user_from_json(row["state"]) if row else None
-        old_identity = _identity(before) if before and before.is_live else {}
-        user = event.mutate(before)  # the domain's own rule, applied in place
-        assert isinstance(user, User)
-        status = "retired" if user.merged_into else "deleted" if user.deleted else "live"
-        writer.execute(
+    def apply(self, writer: Writer, event: DomainEvent[Any]) -> None:
+        page = _ProfilesPage(writer)
+        page.apply(event)
+        page.flush()
+
+
+class _ProfilesPage:
+    """The aggregates one page touches, loaded once, folded with the domain's own
+    ``apply``, then written back with their alias rows."""
+
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+        self.users: dict[UUID, User | None] = {}
+        self.identity_before: dict[UUID, dict[str, str]] = {}
+        self.subscriptions: dict[UUID, Subscription | None] = {}
+
+    def apply(self, event: DomainEvent[Any]) -> None:
+        kind, key = event.aggregate_class(), event.originator_id
+        if kind is User:
+            if key not in self.users:
+                self.users[key] = self._load_user(key)
+            self.users[key] = cast(User, event.mutate(self.users[key]))
+        elif kind is Subscription:
+            if key not in self.subscriptions:
+                row = self.writer.one(
+                    "SELECT state FROM {profile_subscriptions} WHERE subscription_id = ?", str(key)
+                )
+                self.subscriptions[key] = subscription_from_json(row["state"]) if row else None
+            self.subscriptions[key] = cast(Subscription, event.mutate(self.subscriptions[key]))
+
+    def _load_user(self, user_id: UUID) -> User | None:
+        row = self.writer.one("SELECT state FROM {profile_users} WHERE user_id = ?", str(user_id))
+        user = user_from_json(row["state"]) if row else None
+        self.identity_before[user_id] = _identity(user) if user and user.is_live else {}
+        return user
+
+    def flush(self) -> None:
+        users = [u for u in self.users.values() if u is not None]
+        self.writer.many(
             "INSERT INTO {profile_users} (user_id, app_id, external_id, status, merged_into, "
             "updated_at, state) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE "
             "SET external_id = excluded.external_id, status = excluded.status, "
             "merged_into = excluded.merged_into, updated_at = excluded.updated_at, "
             "state = excluded.state",
-            str(user.id), str(user.app_id), user.external_id, status,
-            str(user.merged_into) if user.merged_into else None, micros(user.modified_on),
-            user_to_json(user),
+            [
+                (str(u.id), str(u.app_id), u.external_id, _status(u),
+                 str(u.merged_into) if u.merged_into else None, micros(u.modified_on),
+                 user_to_json(u))
+                for u in users
+            ],
         )  # fmt: skip
-        self._sync_aliases(writer, old_identity, user)
-
-    @staticmethod
-    def _sync_aliases(writer: Writer, old: dict[str, str], user: User) -> None:
-        new = _identity(user) if user.is_live else {}
-        for label, alias_id in old.items():
-            if new.get(label) != alias_id:
-                writer.execute(
-                    "DELETE FROM {profile_aliases} WHERE app_id = ? AND label = ? "
-                    "AND alias_id = ? AND user_id = ?",
-                    str(user.app_id), label, alias_id, str(user.id),
-                )  # fmt: skip
-        for label, alias_id in new.items():
-            if old.get(label) != alias_id:
-                writer.execute(
-                    "INSERT INTO {profile_aliases} (app_id, label, alias_id, user_id) "
-                    "VALUES (?, ?, ?, ?)",
-                    str(user.app_id), label, alias_id, str(user.id),
-                )  # fmt: skip
-
-    def _apply_subscription(self, writer: Writer, event: DomainEvent[Any]) -> None:
-        row = writer.one(
-            "SELECT state FROM {profile_subscriptions} WHERE subscription_id = ?",
-            str(event.originator_id),
-        )
-        subscription = event.mutate(subscription_from_json(row["state"]) if row else None)
-        assert isinstance(subscription, Subscription)
-        writer.execute(
+        self._sync_aliases(users)
+        self.writer.many(
             "INSERT INTO {profile_subscriptions} (subscription_id, app_id, user_id, type, status, "
             "updated_at, state) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (subscription_id) "
             "DO UPDATE SET user_id = excluded.user_id, status = excluded.status, "
             "updated_at = excluded.updated_at, state = excluded.state",
-            str(subscription.id), str(subscription.app_id),
-            str(subscription.owner_id) if subscription.owner_id else None,
-            subscription.type.value, "deleted" if subscription.deleted else "live",
-            micros(subscription.modified_on), subscription_to_json(subscription),
+            [
+                (str(s.id), str(s.app_id), str(s.owner_id) if s.owner_id else None, s.type.value,
+                 "deleted" if s.deleted else "live", micros(s.modified_on),
+                 subscription_to_json(s))
+                for s in self.subscriptions.values()
+                if s is not None
+            ],
         )  # fmt: skip
+
+    def _sync_aliases(self, users: list[User]) -> None:
+        """All removals before all additions: within a page an alias may pass from
+        one user to another."""
+        removed, added = [], []
+        for user in users:
+            old = self.identity_before.get(user.id, {})
+            new = _identity(user) if user.is_live else {}
+            removed += [
+                (str(user.app_id), k, v, str(user.id)) for k, v in old.items() if new.get(k) != v
+            ]
+            added += [
+                (str(user.app_id), k, v, str(user.id)) for k, v in new.items() if old.get(k) != v
+            ]
+        self.writer.many(
+            "DELETE FROM {profile_aliases} WHERE app_id = ? AND label = ? AND alias_id = ? "
+            "AND user_id = ?",
+            removed,
+        )
+        self.writer.many(
+            "INSERT INTO {profile_aliases} (app_id, label, alias_id, user_id) VALUES (?, ?, ?, ?)",
+            added,
+        )
+
+
+def _status(user: User) -> str:
+    return "retired" if user.merged_into else "deleted" if user.deleted else "live"
 
 
 def _identity(user: User) -> dict[str, str]:

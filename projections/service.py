@@ -18,7 +18,14 @@ import psycopg
 from psycopg import sql
 
 from domain.service import LedgerLog
-from projections.engine import PAGE_SIZE, READ_MODELS, Follower, Lag, is_sqlite
+from projections.engine import (
+    PAGE_SIZE,
+    READ_MODELS,
+    Follower,
+    Lag,
+    catch_up_together,
+    is_sqlite,
+)
 from projections.lock import RunnerLock, postgres_conninfo
 from projections.mau import MauTables
 from projections.ownership import OwnershipTables
@@ -107,7 +114,7 @@ class Projector:
     def run_once(self) -> int:
         """Catch every read model up with the log; return the events applied."""
         self.acquire()
-        return sum(f.catch_up() for f in self.models.followers.values())
+        return catch_up_together(list(self.models.followers.values()))
 
     def follow(self) -> None:
         """Keep catching up until ``stop_following()``."""

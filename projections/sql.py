@@ -23,6 +23,7 @@ Row = Any  # sqlite3.Row or psycopg's dict row: both are read by column name
 
 class Cursor(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> Any: ...
     def fetchone(self) -> Row | None: ...
     def fetchall(self) -> list[Row]: ...
 
@@ -36,6 +37,11 @@ class Writer:
 
     def execute(self, sql: str, *params: Any) -> None:
         self._cursor.execute(self._render(sql), params)
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement for many rows (psycopg pipelines them: one round trip)."""
+        if rows:
+            self._cursor.executemany(self._render(sql), rows)
 
     def one(self, sql: str, *params: Any) -> Row | None:
         self._cursor.execute(self._render(sql), params)

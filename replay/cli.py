@@ -87,8 +87,8 @@ def replay(
         TextColumn("{task.speed} ev/s"), TimeRemainingColumn(),
     )  # fmt: skip
     with Progress(*columns, console=errors, transient=False) as bar:
-        tasks = {name: bar.add_task(name, total=total) for name in names}
-        reports = rebuild(env, names, until=until, progress=lambda n, k: bar.advance(tasks[n], k))
+        task = bar.add_task(", ".join(names), total=total)
+        reports = rebuild(env, names, until=until, progress=lambda n: bar.advance(task, n))
     table = Table(
         title=f"replayed {total} events" + (f" until {until.isoformat()}" if until else "")
     )

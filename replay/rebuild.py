@@ -16,12 +16,11 @@ import psycopg
 from psycopg import sql
 
 from domain.service import LedgerLog
-from projections.engine import READ_MODELS, Follower, is_sqlite, view_env
+from projections.engine import READ_MODELS, Follower, catch_up_together, is_sqlite, view_env
 from projections.lock import ProjectionBusy, RunnerLock, postgres_conninfo
 
 REBUILD = "_rebuild"
 VERIFY = "_verify"
-Progress = Callable[[str, int], None]
 
 
 @dataclass(frozen=True)
@@ -51,25 +50,24 @@ def rebuild(
     variant: str = REBUILD,
     until: datetime | None = None,
     stop_at: int | None = None,
-    progress: Progress | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[Rebuilt]:
-    """Build each read model from position zero into fresh tables beside the live ones."""
+    """Build each read model from position zero into fresh tables beside the live
+    ones, reading the log once for all of them."""
     log = LedgerLog(store_env)
+    followers: list[Follower] = []
     try:
         head = stop_at if stop_at is not None else log.recorder.max_notification_id() or 0
-        reports = []
         for name in names:
             discard(store_env, name, variant)
-            follower = Follower(log, store_env, name, variant=variant)
-            started = time.perf_counter()
-            try:
-                done = follower.catch_up(stop_at=head, until=until, progress=_for(progress, name))
-                position = follower.view.position()
-            finally:
-                follower.close()
-            reports.append(Rebuilt(name, done, time.perf_counter() - started, position))
-        return reports
+            followers.append(Follower(log, store_env, name, variant=variant))
+        started = time.perf_counter()
+        done = catch_up_together(followers, stop_at=head, until=until, progress=progress)
+        seconds = time.perf_counter() - started
+        return [Rebuilt(f.name, done, seconds, f.view.position()) for f in followers]
     finally:
+        for follower in followers:
+            follower.close()
         log.close()
 
 
@@ -127,12 +125,6 @@ def discard(store_env: dict[str, str], name: str, variant: str) -> None:
                     sql.Identifier(_schema(store_env)), sql.Identifier(table)
                 )
             )
-
-
-def _for(progress: Progress | None, name: str) -> Callable[[int], None] | None:
-    if progress is None:
-        return None
-    return lambda events: progress(name, events)
 
 
 def _compare(live: dict[str, list[Any]], rebuilt: dict[str, list[Any]]) -> Difference:
