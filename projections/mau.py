@@ -11,9 +11,13 @@ range costs the same whatever the length of the history.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 from uuid import UUID
+
+from eventsourcing.persistence import Tracking
 
 from domain.base import DomainEvent
 from domain.subscription import SessionRecorded, SubscriptionCreated
@@ -74,44 +78,75 @@ class PostgresMauView(MauTables, PostgresSqlView):
 class MauProjection(ReadModel[MauTables]):
     name = "mau"
 
+    def process_page(self, events: Sequence[DomainEvent[Any]], tracking: Tracking) -> None:
+        with self.view.writing(tracking) as writer:
+            page = _MauPage(writer)
+            for event in events:
+                page.apply(event)
+            page.flush()
+
     def apply(self, writer: Writer, event: DomainEvent[Any]) -> None:
+        page = _MauPage(writer)
+        page.apply(event)
+        page.flush()
+
+
+class _MauPage:
+    """One page of sessions: active days are written as they come (later sessions
+    of the page look at them); count increments are summed and written once."""
+
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+        self.kinds: dict[str, tuple[str, str] | None] = {}
+        self.increments: Counter[tuple[str, int, str]] = Counter()
+
+    def apply(self, event: DomainEvent[Any]) -> None:
         if isinstance(event, SubscriptionCreated) and event.spec.type.is_mobile_push:
-            writer.execute(
+            kind = (str(event.app_id), event.spec.type.value)
+            self.kinds[str(event.originator_id)] = kind
+            self.writer.execute(
                 "INSERT INTO {mau_subscriptions} (subscription_id, app_id, type) VALUES (?, ?, ?)",
-                str(event.originator_id), str(event.app_id), event.spec.type.value,
+                str(event.originator_id), *kind,
             )  # fmt: skip
         elif isinstance(event, SessionRecorded):
-            self._record_active_day(writer, str(event.originator_id), day_number(event.active_at))
+            self._record_active_day(str(event.originator_id), day_number(event.active_at))
 
-    @staticmethod
-    def _record_active_day(writer: Writer, subscription_id: str, day: int) -> None:
-        kind = writer.one(
-            "SELECT app_id, type FROM {mau_subscriptions} WHERE subscription_id = ?",
-            subscription_id,
-        )
+    def _kind(self, subscription_id: str) -> tuple[str, str] | None:
+        if subscription_id not in self.kinds:
+            row = self.writer.one(
+                "SELECT app_id, type FROM {mau_subscriptions} WHERE subscription_id = ?",
+                subscription_id,
+            )
+            self.kinds[subscription_id] = (row["app_id"], row["type"]) if row else None
+        return self.kinds[subscription_id]
+
+    def _record_active_day(self, subscription_id: str, day: int) -> None:
+        kind = self._kind(subscription_id)
         if kind is None:  # not a mobile push subscription: it does not count
             return
-        if writer.one(
-            "SELECT 1 AS hit FROM {mau_active_days} WHERE subscription_id = ? AND day = ?",
-            subscription_id, day,
-        ):  # fmt: skip
-            return
-        bounds = writer.one(
-            "SELECT (SELECT MAX(day) FROM {mau_active_days} WHERE subscription_id = ? AND day < ?)"
-            " AS previous, (SELECT MIN(day) FROM {mau_active_days} WHERE subscription_id = ? "
-            "AND day > ?) AS following",
-            subscription_id, day, subscription_id, day,
+        # Only neighbours within a window's reach matter; one indexed range read.
+        near = self.writer.one(
+            "SELECT MAX(CASE WHEN day < ? THEN day END) AS previous, "
+            "MIN(CASE WHEN day > ? THEN day END) AS following, "
+            "MAX(CASE WHEN day = ? THEN 1 ELSE 0 END) AS seen "
+            "FROM {mau_active_days} WHERE subscription_id = ? AND day BETWEEN ? AND ?",
+            day, day, day, subscription_id, day - WINDOW_DAYS, day + WINDOW_DAYS,
         )  # fmt: skip
-        assert bounds is not None
-        writer.execute(
+        if near is not None and near["seen"]:
+            return
+        self.writer.execute(
             "INSERT INTO {mau_active_days} (subscription_id, day) VALUES (?, ?)",
             subscription_id, day,
         )  # fmt: skip
-        writer.many(
-            "INSERT INTO {mau_counts} (app_id, day, type, active) VALUES (?, ?, ?, 1) "
-            "ON CONFLICT (app_id, day, type) DO UPDATE SET active = {mau_counts}.active + 1",
-            [
-                (kind["app_id"], covered, kind["type"])
-                for covered in newly_covered(day, bounds["previous"], bounds["following"])
-            ],
+        previous = near["previous"] if near else None
+        following = near["following"] if near else None
+        for covered in newly_covered(day, previous, following):
+            self.increments[(kind[0], covered, kind[1])] += 1
+
+    def flush(self) -> None:
+        self.writer.many(
+            "INSERT INTO {mau_counts} (app_id, day, type, active) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (app_id, day, type) DO UPDATE "
+            "SET active = {mau_counts}.active + excluded.active",
+            [(app_id, day, kind, n) for (app_id, day, kind), n in sorted(self.increments.items())],
         )
