@@ -39,7 +39,7 @@ def authenticated_app(
     the same answer, so one app's key cannot even confirm another app exists."""
     key = presented_key(authorization)
     try:
-        app = runtime.ledger.get_app(UUID(app_id))
+        app = runtime.app(UUID(app_id))
     except (ValueError, AppNotFound):
         raise UNAUTHORIZED from None
     if not app.accepts(key):

@@ -4,14 +4,20 @@ and, in the embedded mode, the projector that keeps them caught up."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from uuid import UUID
 
 from api.settings import Settings, open_ledger, store_env
+from domain.app import App
 from domain.ledger import Ledger
 from projections.lock import ProjectionBusy
 from projections.service import Projector, ReadModels
 
 log = logging.getLogger(__name__)
+
+
+KEY_CACHE_SECONDS = 1.0
 
 
 @dataclass
@@ -20,6 +26,20 @@ class Runtime:
     ledger: Ledger
     models: ReadModels
     projector: Projector | None
+    _apps: dict[UUID, tuple[float, App]] = field(default_factory=dict)
+
+    def app(self, app_id: UUID) -> App:
+        """The app, from the log, remembered for a second: keys are checked on every
+        request, and a rotation elsewhere is seen within that second (at once here)."""
+        cached = self._apps.get(app_id)
+        if cached is not None and time.monotonic() - cached[0] < KEY_CACHE_SECONDS:
+            return cached[1]
+        app = self.ledger.get_app(app_id)
+        self._apps[app_id] = (time.monotonic(), app)
+        return app
+
+    def forget_app(self, app_id: UUID) -> None:
+        self._apps.pop(app_id, None)
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:

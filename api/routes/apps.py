@@ -50,4 +50,5 @@ def get_app(app_id: str, _: Admin, runtime: RuntimeDep) -> AppOut:
 def rotate_api_key(app_id: str, _: Admin, runtime: RuntimeDep) -> AppOut:
     """A new REST API key; the previous one is refused from now on."""
     rotated = runtime.ledger.rotate_api_key(app_uuid(app_id))
+    runtime.forget_app(rotated.app_id)
     return app_out(runtime.ledger.get_app(rotated.app_id), rotated.api_key)
