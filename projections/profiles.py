@@ -65,6 +65,38 @@ class ProfilesTables(SqlView):
         )  # fmt: skip
         return self.user(app_id, UUID(row["user_id"])) if row else None
 
+    def profile(
+        self, app_id: UUID, label: str, alias_id: str
+    ) -> tuple[User, list[Subscription]] | None:
+        """A live user and its live subscriptions, by any alias, in one read transaction."""
+        with self.reading() as cursor:
+            reader = Writer(cursor, self.render)
+            if label == "onesignal_id":
+                user_id = alias_id
+            else:
+                row = reader.one(
+                    "SELECT user_id FROM {profile_aliases} WHERE app_id = ? AND label = ? "
+                    "AND alias_id = ?",
+                    str(app_id), label, alias_id,
+                )  # fmt: skip
+                if row is None:
+                    return None
+                user_id = row["user_id"]
+            row = reader.one(
+                "SELECT state FROM {profile_users} WHERE user_id = ? AND app_id = ? "
+                "AND status = 'live'",
+                user_id, str(app_id),
+            )  # fmt: skip
+            if row is None:
+                return None
+            rows = reader.all(
+                "SELECT state FROM {profile_subscriptions} WHERE user_id = ? AND app_id = ? "
+                "AND status = 'live' ORDER BY subscription_id",
+                user_id, str(app_id),
+            )  # fmt: skip
+        user = user_from_json(row["state"])
+        return user, [subscription_from_json(r["state"]) for r in rows]
+
     def merged_into(self, user_id: UUID) -> UUID | None:
         """Audit link from a retired onesignal_id to the user it was merged into."""
         row = self.one("SELECT merged_into FROM {profile_users} WHERE user_id = ?", str(user_id))

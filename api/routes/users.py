@@ -7,7 +7,14 @@ from uuid import UUID
 
 from fastapi import APIRouter, Response
 
-from api.convert import identity_of, properties_in, properties_of, purchase_in, subscription_spec
+from api.convert import (
+    identity_of,
+    properties_in,
+    properties_of,
+    purchase_in,
+    subscription_spec,
+    user_out,
+)
 from api.deps import AppId, RuntimeDep
 from api.errors import ApiError
 from api.lookup import identity_body, live_user, segment, user_body, user_for, user_id_for
@@ -108,8 +115,11 @@ def _logout(runtime: Runtime, app_id: UUID, identity: dict[str, str], specs: lis
 
 @router.get(BY_ALIAS, response_model=UserOut, response_model_exclude_none=True)
 def get_user(alias_label: str, alias_id: str, app_id: AppId, runtime: RuntimeDep) -> UserOut:
-    user = user_for(runtime, app_id, alias_label, alias_id)
-    return user_body(runtime, app_id, user.id)
+    label, value = segment(alias_label), segment(alias_id)
+    found = runtime.models.profiles.profile(app_id, label, value)
+    if found is None:
+        raise UserNotFound(f"{label}={value}")
+    return user_out(*found)
 
 
 @router.patch(
