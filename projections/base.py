@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
@@ -24,16 +24,41 @@ def micros(moment: datetime) -> int:
     return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
 
+class Page(Protocol):
+    """A page of events applied inside one transaction."""
+
+    def apply(self, event: DomainEvent[Any]) -> None: ...
+
+    def flush(self) -> None: ...
+
+
 class ReadModel(Projection[V], Generic[V]):
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        with self.view.writing(tracking) as writer:
-            self.apply(writer, domain_event)
+        self.process_page([domain_event], tracking)
 
     def process_page(self, events: Sequence[DomainEvent[Any]], tracking: Tracking) -> None:
         with self.view.writing(tracking) as writer:
+            page = self.open_page(writer)
             for event in events:
-                self.apply(writer, event)
+                page.apply(event)
+            page.flush()
+
+    def open_page(self, writer: Writer) -> Page:
+        """Read models that gain from folding a page in memory return their own page;
+        the default writes each event as it comes, through ``apply``."""
+        return _EventByEvent(self, writer)
 
     def apply(self, writer: Writer, event: DomainEvent[Any]) -> None:
         """Write what ``event`` changes; events of no interest change nothing."""
         raise NotImplementedError
+
+
+class _EventByEvent:
+    def __init__(self, model: ReadModel[Any], writer: Writer) -> None:
+        self.model, self.writer = model, writer
+
+    def apply(self, event: DomainEvent[Any]) -> None:
+        self.model.apply(self.writer, event)
+
+    def flush(self) -> None:
+        pass

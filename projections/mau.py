@@ -12,12 +12,9 @@ range costs the same whatever the length of the history.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 from uuid import UUID
-
-from eventsourcing.persistence import Tracking
 
 from domain.base import DomainEvent
 from domain.subscription import SessionRecorded, SubscriptionCreated
@@ -78,17 +75,8 @@ class PostgresMauView(MauTables, PostgresSqlView):
 class MauProjection(ReadModel[MauTables]):
     name = "mau"
 
-    def process_page(self, events: Sequence[DomainEvent[Any]], tracking: Tracking) -> None:
-        with self.view.writing(tracking) as writer:
-            page = _MauPage(writer)
-            for event in events:
-                page.apply(event)
-            page.flush()
-
-    def apply(self, writer: Writer, event: DomainEvent[Any]) -> None:
-        page = _MauPage(writer)
-        page.apply(event)
-        page.flush()
+    def open_page(self, writer: Writer) -> _MauPage:
+        return _MauPage(writer)
 
 
 class _MauPage:

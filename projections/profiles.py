@@ -8,11 +8,8 @@ model cannot drift from the domain's rules.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 from uuid import UUID
-
-from eventsourcing.persistence import Tracking
 
 from domain.base import DomainEvent
 from domain.subscription import Subscription
@@ -138,18 +135,8 @@ class PostgresProfilesView(ProfilesTables, PostgresSqlView):
 class ProfilesProjection(ReadModel[ProfilesTables]):
     name = "profiles"
 
-    def process_page(self, events: Sequence[DomainEvent[Any]], tracking: Tracking) -> None:
-        # A page's events are folded in memory and each touched row written once.
-        with self.view.writing(tracking) as writer:
-            page = _ProfilesPage(writer)
-            for event in events:
-                page.apply(event)
-            page.flush()
-
-    def apply(self, writer: Writer, event: DomainEvent[Any]) -> None:
-        page = _ProfilesPage(writer)
-        page.apply(event)
-        page.flush()
+    def open_page(self, writer: Writer) -> _ProfilesPage:
+        return _ProfilesPage(writer)
 
 
 class _ProfilesPage:
