@@ -51,9 +51,16 @@ def live_user(runtime: Runtime, app_id: UUID, user_id: UUID) -> User:
     return user
 
 
+def profile_body(runtime: Runtime, app_id: UUID, label: str, alias_id: str) -> UserOut:
+    """A user with its subscriptions, by a decoded alias, in one read of the read model."""
+    found = runtime.models.profiles.profile(app_id, label, alias_id)
+    if found is None:
+        raise UserNotFound(f"{label}={alias_id}")
+    return user_out(*found)
+
+
 def user_body(runtime: Runtime, app_id: UUID, user_id: UUID) -> UserOut:
-    user = live_user(runtime, app_id, user_id)
-    return user_out(user, runtime.models.profiles.subscriptions_of(app_id, user_id))
+    return profile_body(runtime, app_id, "onesignal_id", str(user_id))
 
 
 def identity_body(runtime: Runtime, app_id: UUID, user_id: UUID) -> IdentityOut:

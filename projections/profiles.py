@@ -42,25 +42,14 @@ class ProfilesTables(SqlView):
 
     def user(self, app_id: UUID, user_id: UUID) -> User | None:
         """A live user of the app, else ``None`` (retired and deleted users included)."""
-        row = self.one(
-            "SELECT state FROM {profile_users} WHERE user_id = ? AND app_id = ? "
-            "AND status = 'live'",
-            str(user_id), str(app_id),
-        )  # fmt: skip
-        return user_from_json(row["state"]) if row else None
+        with self.reading() as cursor:
+            return _live_user(Writer(cursor, self.render), app_id, str(user_id))
 
     def user_by_alias(self, app_id: UUID, label: str, alias_id: str) -> User | None:
-        if label == "onesignal_id":
-            try:
-                return self.user(app_id, UUID(alias_id))
-            except ValueError:
-                return None
-        row = self.one(
-            "SELECT user_id FROM {profile_aliases} WHERE app_id = ? AND label = ? "
-            "AND alias_id = ?",
-            str(app_id), label, alias_id,
-        )  # fmt: skip
-        return self.user(app_id, UUID(row["user_id"])) if row else None
+        with self.reading() as cursor:
+            reader = Writer(cursor, self.render)
+            user_id = _user_id_by_alias(reader, app_id, label, alias_id)
+            return _live_user(reader, app_id, user_id) if user_id else None
 
     def profile(
         self, app_id: UUID, label: str, alias_id: str
@@ -68,31 +57,11 @@ class ProfilesTables(SqlView):
         """A live user and its live subscriptions, by any alias, in one read transaction."""
         with self.reading() as cursor:
             reader = Writer(cursor, self.render)
-            if label == "onesignal_id":
-                user_id = alias_id
-            else:
-                row = reader.one(
-                    "SELECT user_id FROM {profile_aliases} WHERE app_id = ? AND label = ? "
-                    "AND alias_id = ?",
-                    str(app_id), label, alias_id,
-                )  # fmt: skip
-                if row is None:
-                    return None
-                user_id = row["user_id"]
-            row = reader.one(
-                "SELECT state FROM {profile_users} WHERE user_id = ? AND app_id = ? "
-                "AND status = 'live'",
-                user_id, str(app_id),
-            )  # fmt: skip
-            if row is None:
+            user_id = _user_id_by_alias(reader, app_id, label, alias_id)
+            user = _live_user(reader, app_id, user_id) if user_id else None
+            if user is None:
                 return None
-            rows = reader.all(
-                "SELECT state FROM {profile_subscriptions} WHERE user_id = ? AND app_id = ? "
-                "AND status = 'live' ORDER BY subscription_id",
-                user_id, str(app_id),
-            )  # fmt: skip
-        user = user_from_json(row["state"])
-        return user, [subscription_from_json(r["state"]) for r in rows]
+            return user, _live_subscriptions(reader, app_id, str(user.id))
 
     def merged_into(self, user_id: UUID) -> UUID | None:
         """Audit link from a retired onesignal_id to the user it was merged into."""
@@ -108,20 +77,38 @@ class ProfilesTables(SqlView):
         return subscription_from_json(row["state"]) if row else None
 
     def subscriptions_of(self, app_id: UUID, user_id: UUID) -> list[Subscription]:
-        rows = self.all(
-            "SELECT state FROM {profile_subscriptions} WHERE user_id = ? AND app_id = ? "
-            "AND status = 'live' ORDER BY subscription_id",
-            str(user_id), str(app_id),
-        )  # fmt: skip
-        return [subscription_from_json(row["state"]) for row in rows]
+        with self.reading() as cursor:
+            return _live_subscriptions(Writer(cursor, self.render), app_id, str(user_id))
 
-    def all_users(self) -> list[tuple[UUID, str, User]]:
-        rows = self.all("SELECT user_id, status, state FROM {profile_users} ORDER BY user_id")
-        return [(UUID(r["user_id"]), r["status"], user_from_json(r["state"])) for r in rows]
 
-    def all_aliases(self) -> set[tuple[str, str, str, str]]:
-        rows = self.all("SELECT app_id, label, alias_id, user_id FROM {profile_aliases}")
-        return {(r["app_id"], r["label"], r["alias_id"], r["user_id"]) for r in rows}
+def _user_id_by_alias(reader: Writer, app_id: UUID, label: str, alias_id: str) -> str | None:
+    if label == "onesignal_id":
+        try:
+            return str(UUID(alias_id))
+        except ValueError:
+            return None
+    row = reader.one(
+        "SELECT user_id FROM {profile_aliases} WHERE app_id = ? AND label = ? AND alias_id = ?",
+        str(app_id), label, alias_id,
+    )  # fmt: skip
+    return row["user_id"] if row else None
+
+
+def _live_user(reader: Writer, app_id: UUID, user_id: str) -> User | None:
+    row = reader.one(
+        "SELECT state FROM {profile_users} WHERE user_id = ? AND app_id = ? AND status = 'live'",
+        user_id, str(app_id),
+    )  # fmt: skip
+    return user_from_json(row["state"]) if row else None
+
+
+def _live_subscriptions(reader: Writer, app_id: UUID, user_id: str) -> list[Subscription]:
+    rows = reader.all(
+        "SELECT state FROM {profile_subscriptions} WHERE user_id = ? AND app_id = ? "
+        "AND status = 'live' ORDER BY subscription_id",
+        user_id, str(app_id),
+    )  # fmt: skip
+    return [subscription_from_json(row["state"]) for row in rows]
 
 
 class SQLiteProfilesView(ProfilesTables, SQLiteSqlView):

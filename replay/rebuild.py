@@ -165,11 +165,9 @@ def _schema(store_env: dict[str, str]) -> str:
 
 
 def _swap_tables(store_env: dict[str, str], name: str, variant: str) -> None:
-    view = READ_MODELS[name][2]
     schema = sql.Identifier(_schema(store_env))
-    renames = [(f"{short}{variant}", short) for short in view.TABLES]
-    renames.append((f"{name}{variant}_tracking", f"{name}_tracking"))
-    indexes = [(f"{index}{variant}", index) for index in view.INDEXES]
+    renames = list(zip(_tables(name, variant), _tables(name, ""), strict=True))
+    indexes = [(f"{index}{variant}", index) for index in READ_MODELS[name][2].INDEXES]
     indexes += [(f"{old}_pkey", f"{new}_pkey") for old, new in renames]
     with psycopg.connect(postgres_conninfo(store_env)) as connection, connection.transaction():
         for old, new in renames:

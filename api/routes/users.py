@@ -13,11 +13,18 @@ from api.convert import (
     properties_of,
     purchase_in,
     subscription_spec,
-    user_out,
 )
 from api.deps import AppId, RuntimeDep
 from api.errors import ApiError
-from api.lookup import identity_body, live_user, segment, user_body, user_for, user_id_for
+from api.lookup import (
+    identity_body,
+    live_user,
+    profile_body,
+    segment,
+    user_body,
+    user_for,
+    user_id_for,
+)
 from api.routes.common import ERRORS, identity_change
 from api.runtime import Runtime
 from api.schemas import (
@@ -115,11 +122,7 @@ def _logout(runtime: Runtime, app_id: UUID, identity: dict[str, str], specs: lis
 
 @router.get(BY_ALIAS, response_model=UserOut, response_model_exclude_none=True)
 def get_user(alias_label: str, alias_id: str, app_id: AppId, runtime: RuntimeDep) -> UserOut:
-    label, value = segment(alias_label), segment(alias_id)
-    found = runtime.models.profiles.profile(app_id, label, value)
-    if found is None:
-        raise UserNotFound(f"{label}={value}")
-    return user_out(*found)
+    return profile_body(runtime, app_id, segment(alias_label), segment(alias_id))
 
 
 @router.patch(

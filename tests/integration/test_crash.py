@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from eventsourcing.persistence import StoredEvent
 
 from domain.ledger import Ledger
 from domain.service import LedgerLog
 from projections.service import Projector, ReadModels
+from replay.transfer import export_lines, import_events
 from tests.conftest import INDEX_KEY, fresh_store, store_url
 from tests.helpers import device_user, ios
 
@@ -39,13 +39,7 @@ def fill_log(env: dict[str, str]) -> int:
 def copy_log(source: dict[str, str], target: dict[str, str]) -> None:
     origin, copy = LedgerLog(source), LedgerLog(target)
     try:
-        notifications = origin.recorder.select_notifications(start=1, limit=1_000_000)
-        copy.recorder.insert_events(
-            [
-                StoredEvent(n.originator_id, n.originator_version, n.topic, n.state)
-                for n in notifications
-            ]
-        )
+        import_events(copy, export_lines(origin))
     finally:
         origin.close()
         copy.close()
