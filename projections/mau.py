@@ -11,6 +11,7 @@ range costs the same whatever the length of the history.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar
@@ -19,7 +20,7 @@ from uuid import UUID
 from domain.base import DomainEvent
 from domain.subscription import SessionRecorded, SubscriptionCreated
 from projections.base import ReadModel
-from projections.sql import PostgresSqlView, SQLiteSqlView, SqlView, Writer
+from projections.sql import PostgresSqlView, SQLiteSqlView, SqlView, Writer, chunked, placeholders
 
 WINDOW_DAYS = 30
 _EPOCH = date(1970, 1, 1)
@@ -80,61 +81,90 @@ class MauProjection(ReadModel[MauTables]):
 
 
 class _MauPage:
-    """One page of sessions: active days are written as they come (later sessions
-    of the page look at them); count increments are summed and written once."""
+    """One page of sessions, applied with a fixed number of statements: the page's
+    subscriptions and their active days near the page's sessions are read at once,
+    the sessions are folded in memory in log order, and the new days and the summed
+    count increments are written at once."""
 
     def __init__(self, writer: Writer) -> None:
         self.writer = writer
-        self.kinds: dict[str, tuple[str, str] | None] = {}
-        self.increments: Counter[tuple[str, int, str]] = Counter()
+        self.created: list[tuple[str, str, str]] = []
+        self.sessions: list[tuple[str, int]] = []
 
     def apply(self, event: DomainEvent[Any]) -> None:
         if isinstance(event, SubscriptionCreated) and event.spec.type.is_mobile_push:
-            kind = (str(event.app_id), event.spec.type.value)
-            self.kinds[str(event.originator_id)] = kind
-            self.writer.execute(
-                "INSERT INTO {mau_subscriptions} (subscription_id, app_id, type) VALUES (?, ?, ?)",
-                str(event.originator_id), *kind,
-            )  # fmt: skip
-        elif isinstance(event, SessionRecorded):
-            self._record_active_day(str(event.originator_id), day_number(event.active_at))
-
-    def _kind(self, subscription_id: str) -> tuple[str, str] | None:
-        if subscription_id not in self.kinds:
-            row = self.writer.one(
-                "SELECT app_id, type FROM {mau_subscriptions} WHERE subscription_id = ?",
-                subscription_id,
+            self.created.append(
+                (str(event.originator_id), str(event.app_id), event.spec.type.value)
             )
-            self.kinds[subscription_id] = (row["app_id"], row["type"]) if row else None
-        return self.kinds[subscription_id]
-
-    def _record_active_day(self, subscription_id: str, day: int) -> None:
-        kind = self._kind(subscription_id)
-        if kind is None:  # not a mobile push subscription: it does not count
-            return
-        # Only neighbours within a window's reach matter; one indexed range read.
-        near = self.writer.one(
-            "SELECT MAX(CASE WHEN day < ? THEN day END) AS previous, "
-            "MIN(CASE WHEN day > ? THEN day END) AS following, "
-            "MAX(CASE WHEN day = ? THEN 1 ELSE 0 END) AS seen "
-            "FROM {mau_active_days} WHERE subscription_id = ? AND day BETWEEN ? AND ?",
-            day, day, day, subscription_id, day - WINDOW_DAYS, day + WINDOW_DAYS,
-        )  # fmt: skip
-        if near is not None and near["seen"]:
-            return
-        self.writer.execute(
-            "INSERT INTO {mau_active_days} (subscription_id, day) VALUES (?, ?)",
-            subscription_id, day,
-        )  # fmt: skip
-        previous = near["previous"] if near else None
-        following = near["following"] if near else None
-        for covered in newly_covered(day, previous, following):
-            self.increments[(kind[0], covered, kind[1])] += 1
+        elif isinstance(event, SessionRecorded):
+            self.sessions.append((str(event.originator_id), day_number(event.active_at)))
 
     def flush(self) -> None:
+        self.writer.many(
+            "INSERT INTO {mau_subscriptions} (subscription_id, app_id, type) VALUES (?, ?, ?)",
+            self.created,
+        )
+        kinds = {sid: (app_id, kind) for sid, app_id, kind in self.created}
+        kinds.update(self._stored_kinds({sid for sid, _ in self.sessions} - kinds.keys()))
+        sessions = [(sid, day) for sid, day in self.sessions if sid in kinds]
+        known = self._days_near(sessions)
+        new_days: list[tuple[str, int]] = []
+        increments: Counter[tuple[str, int, str]] = Counter()
+        for sid, day in sessions:
+            days = known.setdefault(sid, [])
+            at = bisect_left(days, day)
+            if at < len(days) and days[at] == day:
+                continue  # this subscription was already active that day
+            previous = days[at - 1] if at > 0 else None
+            following = days[at] if at < len(days) else None
+            days.insert(at, day)
+            new_days.append((sid, day))
+            app_id, kind = kinds[sid]
+            for covered in newly_covered(day, previous, following):
+                increments[(app_id, covered, kind)] += 1
+        self.writer.many(
+            "INSERT INTO {mau_active_days} (subscription_id, day) VALUES (?, ?)", new_days
+        )
         self.writer.many(
             "INSERT INTO {mau_counts} (app_id, day, type, active) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (app_id, day, type) DO UPDATE "
             "SET active = {mau_counts}.active + excluded.active",
-            [(app_id, day, kind, n) for (app_id, day, kind), n in sorted(self.increments.items())],
+            [(app_id, day, kind, n) for (app_id, day, kind), n in sorted(increments.items())],
         )
+
+    def _stored_kinds(self, subscription_ids: set[str]) -> dict[str, tuple[str, str]]:
+        """(app, type) of mobile push subscriptions created on earlier pages."""
+        found = {}
+        for chunk in chunked(sorted(subscription_ids)):
+            for row in self.writer.all(
+                "SELECT subscription_id, app_id, type FROM {mau_subscriptions} "
+                f"WHERE subscription_id IN ({placeholders(len(chunk))})",
+                *chunk,
+            ):
+                found[row["subscription_id"]] = (row["app_id"], row["type"])
+        return found
+
+    def _days_near(self, sessions: list[tuple[str, int]]) -> dict[str, list[int]]:
+        """Each subscription's stored active days within a window of the page's
+        sessions (sorted): all a neighbour search can reach."""
+        spans: dict[str, tuple[int, int]] = {}
+        for sid, day in sessions:
+            low, high = spans.get(sid, (day, day))
+            spans[sid] = (min(low, day), max(high, day))
+        found: dict[str, list[int]] = {}
+        for chunk in chunked(sorted(spans)):
+            wanted = [
+                value
+                for sid in chunk
+                for value in (sid, spans[sid][0] - WINDOW_DAYS, spans[sid][1] + WINDOW_DAYS)
+            ]
+            rows = self.writer.all(
+                f"WITH wanted (sid, low, high) AS (VALUES {', '.join(['(?, ?, ?)'] * len(chunk))}) "
+                "SELECT subscription_id, day FROM wanted JOIN {mau_active_days} "
+                "ON subscription_id = sid AND day BETWEEN low AND high "
+                "ORDER BY subscription_id, day",
+                *wanted,
+            )  # fmt: skip
+            for row in rows:
+                found.setdefault(row["subscription_id"], []).append(row["day"])
+        return found

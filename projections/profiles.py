@@ -8,20 +8,30 @@ model cannot drift from the domain's rules.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, cast
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
 from domain.base import DomainEvent
 from domain.subscription import Subscription
 from domain.user import User
 from projections.base import ReadModel, micros
-from projections.sql import PostgresSqlView, SQLiteSqlView, SqlView, Writer
+from projections.sql import (
+    PostgresSqlView,
+    SQLiteSqlView,
+    SqlView,
+    Writer,
+    chunked,
+    placeholders,
+)
 from projections.state import (
     subscription_from_json,
     subscription_to_json,
     user_from_json,
     user_to_json,
 )
+
+A = TypeVar("A", User, Subscription)
 
 
 class ProfilesTables(SqlView):
@@ -127,36 +137,56 @@ class ProfilesProjection(ReadModel[ProfilesTables]):
 
 
 class _ProfilesPage:
-    """The aggregates one page touches, loaded once, folded with the domain's own
-    ``apply``, then written back with their alias rows."""
+    """The aggregates one page touches, loaded at once (only those created on an
+    earlier page have a row to load), folded with the domain's own ``apply``, then
+    written back with their alias rows."""
 
     def __init__(self, writer: Writer) -> None:
         self.writer = writer
+        self.events: list[DomainEvent[Any]] = []
         self.users: dict[UUID, User | None] = {}
         self.identity_before: dict[UUID, dict[str, str]] = {}
         self.subscriptions: dict[UUID, Subscription | None] = {}
 
     def apply(self, event: DomainEvent[Any]) -> None:
-        kind, key = event.aggregate_class(), event.originator_id
-        if kind is User:
-            if key not in self.users:
-                self.users[key] = self._load_user(key)
-            self.users[key] = cast(User, event.mutate(self.users[key]))
-        elif kind is Subscription:
-            if key not in self.subscriptions:
-                row = self.writer.one(
-                    "SELECT state FROM {profile_subscriptions} WHERE subscription_id = ?", str(key)
-                )
-                self.subscriptions[key] = subscription_from_json(row["state"]) if row else None
-            self.subscriptions[key] = cast(Subscription, event.mutate(self.subscriptions[key]))
+        self.events.append(event)
 
-    def _load_user(self, user_id: UUID) -> User | None:
-        row = self.writer.one("SELECT state FROM {profile_users} WHERE user_id = ?", str(user_id))
-        user = user_from_json(row["state"]) if row else None
-        self.identity_before[user_id] = _identity(user) if user and user.is_live else {}
-        return user
+    def _fold(self) -> None:
+        stored_users: set[UUID] = set()
+        stored_subscriptions: set[UUID] = set()
+        for event in self.events:
+            kind, key = event.aggregate_class(), event.originator_id
+            folded = self.users if kind is User else self.subscriptions
+            if kind in (User, Subscription) and key not in folded:
+                folded[key] = None
+                if event.originator_version > 1:  # created on an earlier page
+                    (stored_users if kind is User else stored_subscriptions).add(key)
+        for user in self._load("profile_users", "user_id", stored_users, user_from_json):
+            self.users[user.id] = user
+            self.identity_before[user.id] = _identity(user) if user.is_live else {}
+        for subscription in self._load(
+            "profile_subscriptions", "subscription_id", stored_subscriptions, subscription_from_json
+        ):
+            self.subscriptions[subscription.id] = subscription
+        for event in self.events:
+            kind, key = event.aggregate_class(), event.originator_id
+            if kind is User:
+                self.users[key] = cast(User, event.mutate(self.users[key]))
+            elif kind is Subscription:
+                self.subscriptions[key] = cast(Subscription, event.mutate(self.subscriptions[key]))
+
+    def _load(
+        self, table: str, key: str, ids: set[UUID], from_json: Callable[[str], A]
+    ) -> Iterator[A]:
+        for chunk in chunked(sorted(map(str, ids))):
+            rows = self.writer.all(
+                f"SELECT state FROM {{{table}}} WHERE {key} IN ({placeholders(len(chunk))})",
+                *chunk,
+            )
+            yield from (from_json(row["state"]) for row in rows)
 
     def flush(self) -> None:
+        self._fold()
         users = [u for u in self.users.values() if u is not None]
         self.writer.many(
             "INSERT INTO {profile_users} (user_id, app_id, external_id, status, merged_into, "

@@ -19,6 +19,16 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.sql import SQL, Composed
 
 Row = Any  # sqlite3.Row or psycopg's dict row: both are read by column name
+CHUNK = 500  # values per IN (...) list: well under SQLite's bound-parameter limit
+
+
+def chunked(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def placeholders(count: int) -> str:
+    return ", ".join(["?"] * count)
 
 
 class Cursor(Protocol):

@@ -65,13 +65,16 @@ session = st.tuples(st.integers(0, len(KINDS) * 2 - 1), st.integers(0, 364), st.
     max_examples=15,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(sessions=st.lists(session, min_size=1, max_size=50))
+@given(
+    sessions=st.lists(session, min_size=1, max_size=50),
+    page_size=st.sampled_from([1, 3, 7, 1000]),  # pages split a subscription's sessions
+)
 def test_mau_equals_a_brute_force_count_whatever_the_arrival_order(
-    store_kind: str, sessions: list[tuple[int, int, int]]
+    store_kind: str, sessions: list[tuple[int, int, int]], page_size: int
 ) -> None:
     with fresh_store(store_kind) as env:
         ledger = Ledger(env, index_key=INDEX_KEY, clock=FakeClock(datetime(2026, 6, 1, tzinfo=UTC)))
-        models = ReadModels(env, ["mau"])
+        models = ReadModels(env, ["mau"], page_size=page_size)
         try:
             app_id = ledger.create_app("mau").app_id
             other_app = ledger.create_app("noise").app_id

@@ -135,11 +135,16 @@ def test_lag_counts_the_events_behind(ledger: Ledger, models: ReadModels) -> Non
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(steps=st.lists(step, min_size=5, max_size=30))
-def test_read_models_match_the_fold_of_the_log(store_kind: str, steps: list[Step]) -> None:
+@given(
+    steps=st.lists(step, min_size=5, max_size=30),
+    page_size=st.sampled_from([1, 4, 1000]),  # pages split an aggregate's events
+)
+def test_read_models_match_the_fold_of_the_log(
+    store_kind: str, steps: list[Step], page_size: int
+) -> None:
     with fresh_store(store_kind) as env:
         ledger = Ledger(env, index_key=INDEX_KEY, clock=FakeClock())
-        models = ReadModels(env)
+        models = ReadModels(env, page_size=page_size)
         try:
             world = play(ledger, steps)
             caught_up(models)
