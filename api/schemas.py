@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from domain.values import SubscriptionType
+from domain.values import Int32, SubscriptionType
 
 MAX_TAGS = 100
 LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z, the last instant Python can hold
@@ -59,14 +59,14 @@ class SubscriptionPatch(Body):
 
     token: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
     enabled: StrictBool | None = None
-    notification_types: int | None = None
+    notification_types: Int32 | None = None
     sdk: Annotated[str, Field(max_length=100)] | None = None
     device_model: Annotated[str, Field(max_length=100)] | None = None
     device_os: Annotated[str, Field(max_length=100)] | None = None
     rooted: StrictBool | None = None
-    test_type: int | None = None
+    test_type: Int32 | None = None
     app_version: Annotated[str, Field(max_length=100)] | None = None
-    net_type: int | None = None
+    net_type: Int32 | None = None
     carrier: Annotated[str, Field(max_length=100)] | None = None
     web_auth: Annotated[str, Field(max_length=256)] | None = None
     web_p256: Annotated[str, Field(max_length=256)] | None = None
@@ -157,16 +157,16 @@ class SubscriptionOut(BaseModel):
     type: SubscriptionType
     token: str | None = None
     enabled: bool | None = None
-    notification_types: int | None = None
+    notification_types: Int32 | None = None
     session_time: int | None = None
     session_count: int | None = None
     sdk: str | None = None
     device_model: str | None = None
     device_os: str | None = None
     rooted: bool | None = None
-    test_type: int | None = None
+    test_type: Int32 | None = None
     app_version: str | None = None
-    net_type: int | None = None
+    net_type: Int32 | None = None
     carrier: str | None = None
     web_auth: str | None = None
     web_p256: str | None = None

@@ -43,6 +43,7 @@ class Value(BaseModel):
 
 
 TAggregate = TypeVar("TAggregate", bound="Aggregate")
+_AGGREGATE_CLASSES: dict[type[Any], type[Aggregate] | None] = {}
 
 
 class DomainEvent(Value, Generic[TAggregate]):
@@ -62,6 +63,12 @@ class DomainEvent(Value, Generic[TAggregate]):
     @classmethod
     def aggregate_class(cls) -> type[Aggregate] | None:
         """The aggregate this event belongs to: the X of ``DomainEvent[X]``."""
+        if cls not in _AGGREGATE_CLASSES:  # read models ask for every event
+            _AGGREGATE_CLASSES[cls] = cls._find_aggregate_class()
+        return _AGGREGATE_CLASSES[cls]
+
+    @classmethod
+    def _find_aggregate_class(cls) -> type[Aggregate] | None:
         for klass in cls.__mro__:
             metadata = getattr(klass, "__pydantic_generic_metadata__", None)
             if metadata and metadata.get("args"):

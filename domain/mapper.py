@@ -8,6 +8,7 @@ import json
 from typing import Any, cast
 from uuid import UUID
 
+import orjson
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic, resolve_topic
@@ -19,13 +20,18 @@ SCHEMA_VERSION_KEY = "schema_version"
 
 
 class JsonTranscoder(Transcoder):
-    """Plain JSON: pydantic has already turned every value into a JSON type."""
+    """Plain JSON: pydantic has already turned every value into a JSON type.
+    orjson is several times faster than the standard library both ways (replay
+    decodes every stored event); its output is the same compact UTF-8 JSON."""
 
     def encode(self, obj: Any) -> bytes:
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+        return orjson.dumps(obj)
 
     def decode(self, data: bytes) -> Any:
-        return json.loads(data)
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return json.loads(data)  # NaN and the like, which only the standard library reads
 
 
 def event_state(event: DomainEvent[Any]) -> dict[str, Any]:

@@ -80,6 +80,9 @@ MIN_KEPT_EMAIL = 3
 MIN_KEPT_SMS = 3
 MAX_CUSTOM_ALIASES = 20
 MAX_ID_LENGTH = 128
+# Integer codes from devices (notification types, network, test build): 32-bit as in
+# OneSignal, and within what every JSON reader of the stored events reads exactly.
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 
 PLACEHOLDER_EXTERNAL_IDS = frozenset(
     value.casefold()
@@ -177,8 +180,8 @@ class DeviceInfo(Value):
     installation_id: Annotated[str, Field(max_length=128)] | None = None
     carrier: Annotated[str, Field(max_length=100)] | None = None
     rooted: bool | None = None
-    net_type: int | None = None
-    test_type: int | None = None
+    net_type: Int32 | None = None
+    test_type: Int32 | None = None
 
     def merged(self, update: DeviceInfo) -> DeviceInfo:
         return self.model_copy(update={k: v for k, v in update if v is not None})
@@ -190,7 +193,7 @@ class SubscriptionSpec(Value):
     type: SubscriptionType
     token: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
     enabled: bool = True
-    notification_types: int | None = None
+    notification_types: Int32 | None = None
     web_auth: Annotated[str, Field(max_length=256)] | None = None
     web_p256: Annotated[str, Field(max_length=256)] | None = None
     device: DeviceInfo = DeviceInfo()
@@ -199,7 +202,7 @@ class SubscriptionSpec(Value):
 class SubscriptionUpdate(Value):
     token: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
     enabled: bool | None = None
-    notification_types: int | None = None
+    notification_types: Int32 | None = None
     web_auth: Annotated[str, Field(max_length=256)] | None = None
     web_p256: Annotated[str, Field(max_length=256)] | None = None
     device: DeviceInfo = DeviceInfo()

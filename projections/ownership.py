@@ -13,7 +13,15 @@ from domain.history import OwnershipInterval
 from domain.subscription import OwnerChanged, SubscriptionCreated, SubscriptionDeleted
 from domain.values import OwnershipCause
 from projections.base import ReadModel, micros
-from projections.sql import PostgresSqlView, Row, SQLiteSqlView, SqlView, Writer
+from projections.sql import (
+    PostgresSqlView,
+    Row,
+    SQLiteSqlView,
+    SqlView,
+    Writer,
+    chunked,
+    placeholders,
+)
 
 
 def from_micros(value: int) -> datetime:
@@ -80,33 +88,77 @@ class PostgresOwnershipView(OwnershipTables, PostgresSqlView):
 class OwnershipProjection(ReadModel[OwnershipTables]):
     name = "ownership"
 
-    def apply(self, writer: Writer, event: DomainEvent[Any]) -> None:
-        if isinstance(event, SubscriptionCreated):
-            self._open(writer, event, str(event.app_id))
-        elif isinstance(event, OwnerChanged):
-            row = writer.one(
-                "SELECT app_id FROM {ownership} WHERE subscription_id = ? AND seq = 1",
-                str(event.originator_id),
-            )
-            assert row is not None, "a subscription's first event opens its first interval"
-            self._close(writer, event, event.cause.value)
-            self._open(writer, event, row["app_id"])
-        elif isinstance(event, SubscriptionDeleted):
-            self._close(writer, event, "deleted")
+    def open_page(self, writer: Writer) -> _OwnershipPage:
+        return _OwnershipPage(writer)
 
-    @staticmethod
-    def _open(writer: Writer, event: SubscriptionCreated | OwnerChanged, app_id: str) -> None:
-        writer.execute(
-            "INSERT INTO {ownership} (subscription_id, seq, app_id, owner_id, started_at, cause) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            str(event.originator_id), event.originator_version, app_id, str(event.owner_id),
-            micros(event.timestamp), event.cause.value,
+
+class _OwnershipPage:
+    """A page's intervals are opened and closed in memory, in log order; then the
+    stored intervals it closes are updated and its new intervals inserted, each
+    in one statement."""
+
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+        # per subscription, the intervals opened on this page: [seq, app_id (None:
+        # stored with the first interval), owner_id, started_at, cause, ended_at, ended_by]
+        self.opened: dict[str, list[list[Any]]] = {}
+        self.stored_closed: dict[str, tuple[int, str]] = {}  # an earlier page's open interval
+
+    def apply(self, event: DomainEvent[Any]) -> None:
+        subscription_id = str(event.originator_id)
+        if isinstance(event, SubscriptionCreated):
+            self._open(subscription_id, event, str(event.app_id))
+        elif isinstance(event, OwnerChanged):
+            self._close(subscription_id, event, event.cause.value)
+            self._open(subscription_id, event, None)
+        elif isinstance(event, SubscriptionDeleted):
+            self._close(subscription_id, event, "deleted")
+
+    def _open(
+        self, subscription_id: str, event: SubscriptionCreated | OwnerChanged, app_id: str | None
+    ) -> None:
+        self.opened.setdefault(subscription_id, []).append(
+            [event.originator_version, app_id, str(event.owner_id), micros(event.timestamp),
+             event.cause.value, None, None]
         )  # fmt: skip
 
-    @staticmethod
-    def _close(writer: Writer, event: DomainEvent[Any], ended_by: str) -> None:
-        writer.execute(
+    def _close(self, subscription_id: str, event: DomainEvent[Any], ended_by: str) -> None:
+        opened = self.opened.get(subscription_id)
+        if opened:
+            if opened[-1][5] is None:
+                opened[-1][5:7] = [micros(event.timestamp), ended_by]
+        elif subscription_id not in self.stored_closed:
+            self.stored_closed[subscription_id] = (micros(event.timestamp), ended_by)
+
+    def flush(self) -> None:
+        self.writer.many(
             "UPDATE {ownership} SET ended_at = ?, ended_by = ? "
             "WHERE subscription_id = ? AND ended_at IS NULL",
-            micros(event.timestamp), ended_by, str(event.originator_id),
-        )  # fmt: skip
+            [(at, ended_by, sid) for sid, (at, ended_by) in self.stored_closed.items()],
+        )
+        app_ids = self._stored_app_ids(
+            [sid for sid, rows in self.opened.items() if rows[0][1] is None]
+        )
+        self.writer.many(
+            "INSERT INTO {ownership} (subscription_id, seq, app_id, owner_id, started_at, cause, "
+            "ended_at, ended_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (sid, seq, rows[0][1] or app_ids[sid], owner, started, cause, ended, ended_by)
+                for sid, rows in self.opened.items()
+                for seq, _, owner, started, cause, ended, ended_by in rows
+            ],
+        )
+
+    def _stored_app_ids(self, subscription_ids: list[str]) -> dict[str, str]:
+        """The app of subscriptions created on earlier pages, from their first interval."""
+        found = {}
+        for chunk in chunked(subscription_ids):
+            for row in self.writer.all(
+                "SELECT subscription_id, app_id FROM {ownership} WHERE seq = 1 "
+                f"AND subscription_id IN ({placeholders(len(chunk))})",
+                *chunk,
+            ):
+                found[row["subscription_id"]] = row["app_id"]
+        missing = set(subscription_ids) - found.keys()
+        assert not missing, f"a subscription's first event opens its first interval: {missing}"
+        return found

@@ -21,6 +21,9 @@ from projections.lock import ProjectionBusy, RunnerLock, postgres_conninfo
 
 REBUILD = "_rebuild"
 VERIFY = "_verify"
+# A rebuild is one reader with the tables to itself: larger pages mean fewer commits
+# (each page is one transaction per read model); memory stays bounded by the page.
+REBUILD_PAGE_SIZE = 5000
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,9 @@ def rebuild(
         head = stop_at if stop_at is not None else log.recorder.max_notification_id() or 0
         for name in names:
             discard(store_env, name, variant)
-            followers.append(Follower(log, store_env, name, variant=variant))
+            followers.append(
+                Follower(log, store_env, name, page_size=REBUILD_PAGE_SIZE, variant=variant)
+            )
         started = time.perf_counter()
         done = catch_up_together(followers, stop_at=head, until=until, progress=progress)
         seconds = time.perf_counter() - started

@@ -139,3 +139,15 @@ def test_aliases_by_subscription(tenant: Tenant) -> None:
     assert added.status_code == 200
     assert added.json()["identity"]["crm"] == "9"
     assert tenant.get("/users/by/crm/9").json()["identity"] == added.json()["identity"]
+
+
+def test_device_integer_codes_beyond_32_bits_are_refused(tenant: Tenant) -> None:
+    new_user(tenant, {"identity": {"external_id": "EIDA"}})
+    huge = {**push("t"), "notification_types": 2**40}
+
+    response = tenant.post("/users/by/external_id/EIDA/subscriptions", {"subscription": huge})
+
+    assert response.status_code == 400
+    assert "notification_types" in response.text
+    user = tenant.get("/users/by/external_id/EIDA").json()
+    assert user["subscriptions"] == []
