@@ -7,17 +7,19 @@ bounded number of times, then reported as ``ConcurrencyConflict``.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import Application
+from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.persistence import (
     ApplicationRecorder,
+    EventStore,
     IntegrityError,
     InternalError,
     ProgrammingError,
@@ -27,12 +29,17 @@ from eventsourcing.utils import get_topic
 from domain.app import App, new_api_key
 from domain.errors import ConcurrencyConflict
 from domain.mapper import JsonTranscoder, PydanticMapper
+from domain.snapshot import SNAPSHOT_INTERVAL, AggregateSnapshot, SnapshotStore
+from domain.subscription import Subscription
 from domain.unit_of_work import UnitOfWork
+from domain.user import User
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
 MAX_ATTEMPTS = 12
 DDL_ATTEMPTS = 5
+
+logger = logging.getLogger(__name__)
 
 
 def utc_now() -> datetime:
@@ -66,13 +73,23 @@ class SubscriptionOutcome(Committed):
 
 
 class LedgerLog(Application[UUID]):
-    """The ledger's event log, opened for reading: what projections follow."""
+    """The ledger's event log, opened for reading: what projections follow.
+
+    Users and subscriptions are snapshotted every ``SNAPSHOT_INTERVAL`` events (in
+    the separate snapshots table, after the command's events are saved), so that
+    loading one, now or as of an instant, folds at most an interval of events.
+    """
 
     name = "idledger"  # names the PostgreSQL tables and env prefix: forever
     env: ClassVar[dict[str, str]] = {
         "MAPPER_TOPIC": get_topic(PydanticMapper),
         "TRANSCODER_TOPIC": get_topic(JsonTranscoder),
     }
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {
+        User: SNAPSHOT_INTERVAL,
+        Subscription: SNAPSHOT_INTERVAL,
+    }
+    snapshot_class = AggregateSnapshot
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         # The library names each subclass after itself, which would silently point
@@ -81,16 +98,32 @@ class LedgerLog(Application[UUID]):
         cls.name = LedgerLog.name
 
     def construct_recorder(self) -> ApplicationRecorder:
-        # Workers starting together all run CREATE ... IF NOT EXISTS; PostgreSQL can
-        # fail the losers ("tuple concurrently updated"). The DDL converges, so retry.
-        for attempt in range(DDL_ATTEMPTS):
-            try:
-                return super().construct_recorder()
-            except (InternalError, IntegrityError, ProgrammingError):
-                if attempt == DDL_ATTEMPTS - 1:
-                    raise
-                time.sleep(random.uniform(0.01, 0.1))
-        raise AssertionError("unreachable")
+        return _retrying_ddl(super().construct_recorder)
+
+    def construct_snapshot_store(self) -> EventStore[UUID]:
+        recorder = _retrying_ddl(lambda: self.factory.aggregate_recorder(purpose="snapshots"))
+        return SnapshotStore(mapper=self.mapper, recorder=recorder)
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        # Runs after the events are committed. A failure must neither fail the
+        # command nor, as an IntegrityError, make ``_run`` apply it a second time.
+        try:
+            super()._take_snapshots(processing_event)
+        except Exception:
+            logger.warning("snapshot not taken; reads fold more events", exc_info=True)
+
+
+def _retrying_ddl(construct: Callable[[], T]) -> T:
+    # Workers starting together all run CREATE ... IF NOT EXISTS; PostgreSQL can
+    # fail the losers ("tuple concurrently updated"). The DDL converges, so retry.
+    for attempt in range(DDL_ATTEMPTS):
+        try:
+            return construct()
+        except (InternalError, IntegrityError, ProgrammingError):
+            if attempt == DDL_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0.01, 0.1))
+    raise AssertionError("unreachable")
 
 
 class LedgerBase(LedgerLog):

@@ -10,6 +10,7 @@ from pydantic import AwareDatetime, Field
 
 from domain.base import Aggregate, CreationEvent, DomainEvent
 from domain.errors import SubscriptionNotFound
+from domain.snapshot import AggregateSnapshot
 from domain.values import (
     DeviceInfo,
     OwnershipCause,
@@ -180,3 +181,8 @@ class SubscriptionDeleted(DomainEvent[Subscription]):
     def apply(self, aggregate: Subscription) -> None:
         aggregate.deleted = True
         aggregate.owner_id = None
+
+
+class SubscriptionSnapshot(AggregateSnapshot):
+    TOPIC = "idledger.subscription:Snapshot"
+    aggregate_class = Subscription

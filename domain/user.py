@@ -9,6 +9,7 @@ from pydantic import Field
 
 from domain.base import Aggregate, CreationEvent, DomainEvent
 from domain.errors import AliasNotFound, InvalidValue, UserNotFound, UserRetired
+from domain.snapshot import AggregateSnapshot
 from domain.values import (
     MAX_CUSTOM_ALIASES,
     OwnershipCause,
@@ -261,3 +262,8 @@ class UserDeleted(DomainEvent[User]):
         aggregate.external_id = None
         aggregate.aliases = {}
         aggregate.subscriptions = {}
+
+
+class UserSnapshot(AggregateSnapshot):
+    TOPIC = "idledger.user:Snapshot"
+    aggregate_class = User
