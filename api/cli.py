@@ -44,6 +44,9 @@ def serve(
         str | None, typer.Option(help="Store URL (default: IDLEDGER_STORE_URL or ./var SQLite).")
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    access_log: Annotated[
+        bool, typer.Option(help="Log every request (costs throughput; a proxy often logs).")
+    ] = True,
 ) -> None:
     """Serve the HTTP API (OneSignal-compatible User API plus idledger endpoints)."""
     if store_url:
@@ -60,7 +63,14 @@ def serve(
         console.print("[red]--workers > 1 needs PostgreSQL[/red]: SQLite is the one-process store")
         raise typer.Exit(2)
     console.print(f"idledger on http://{host}:{port} (store {settings.store_url}); docs at /docs")
-    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers)
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=access_log,
+    )
 
 
 @app.command("new-key")

@@ -13,7 +13,8 @@ from api.runtime import Runtime
 from domain.errors import AppNotFound
 
 
-def get_runtime(request: Request) -> Runtime:
+# Dependencies are async so that lookups served on the event loop stay there.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -30,7 +31,7 @@ def presented_key(authorization: str | None) -> str:
     return key.strip()
 
 
-def authenticated_app(
+async def authenticated_app(
     runtime: RuntimeDep,
     app_id: Annotated[str, Path(description="The app's id (UUID)")],
     authorization: Annotated[str | None, Header()] = None,

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench.harness import Row, machine
 from bench.ingest import bench_ingest
@@ -16,23 +17,26 @@ from bench.lookups import bench_lookups
 from bench.queries import bench_mau, bench_point_in_time
 from bench.replay_bench import bench_replay
 
-SIZES = {
-    "quick": {"rounds": 150, "replay": 10_000, "lookup_events": 10_000, "devices": 10,
-              "pit": 2_000, "lag_rounds": 80, "workers": 1, "wrk_seconds": 4},
-    "full": {"rounds": 1_000, "replay": 1_000_000, "lookup_events": 200_000, "devices": 40,
-             "pit": 10_000, "lag_rounds": 500, "workers": 2, "wrk_seconds": 15},
+SIZES: dict[str, dict[str, Any]] = {
+    "quick": {"rounds": 150, "replay": 10_000, "lookup_users": 10_000, "devices": 10,
+              "pit": 2_000, "lag_rounds": 80, "workers": 2, "connections": [1, 4, 16],
+              "wrk_seconds": 3},
+    "full": {"rounds": 1_000, "replay": 1_000_000, "lookup_users": 1_000_000, "devices": 40,
+             "pit": 10_000, "lag_rounds": 500, "workers": 2, "connections": [1, 2, 4, 8, 16],
+             "wrk_seconds": 10},
 }  # fmt: skip
 
 
-def plan(size: dict[str, int], kind: str) -> list[tuple[str, Callable[[], list[Row]]]]:
+def plan(size: dict[str, Any], kind: str) -> list[tuple[str, Callable[[], list[Row]]]]:
     workers = 1 if kind == "sqlite" else size["workers"]
-    wrk_seconds = size["wrk_seconds"]
     return [
         ("ingest", lambda: bench_ingest(kind, size["rounds"])),
         ("replay", lambda: bench_replay(kind, size["replay"])),
         (
             "lookups",
-            lambda: bench_lookups(kind, size["lookup_events"], workers, wrk_seconds),
+            lambda: bench_lookups(
+                kind, size["lookup_users"], workers, size["connections"], size["wrk_seconds"]
+            ),
         ),
         ("mau", lambda: bench_mau(kind, size["devices"])),
         ("lag", lambda: bench_lag(kind, size["lag_rounds"])),

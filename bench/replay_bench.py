@@ -10,55 +10,30 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bench.harness import Row, fresh_store, ledger_for
-from domain.base import Aggregate
-from domain.claim import EXTERNAL_ID_NAMESPACE, Claim, claim_id, token_namespace
+from bench.synth import BatchWriter, identified_user
 from domain.ledger import Ledger
-from domain.subscription import Subscription
-from domain.user import User
-from domain.values import OwnershipCause, SubscriptionSpec, SubscriptionType
 from replay.rebuild import rebuild
 
 NAMES = ["profiles", "ownership", "mau"]
-BATCH = 5000
 
 
 def synthesize(ledger: Ledger, events: int) -> int:
-    """Write a log of about ``events`` events, shaped like real traffic, through the
-    domain's own aggregates and mapper (bypassing only command-by-command saves)."""
+    """Write a log of about ``events`` events shaped like real traffic: identified
+    users with a push subscription, tags, and sessions every five days."""
     app_id = ledger.create_app("replay bench").app_id
     start = datetime(2024, 1, 1, tzinfo=UTC)
-    pending: list[Any] = []
-    written, number = 0, 0
-    while written < events:
+    writer = BatchWriter(ledger)
+    number = 0
+    while writer.written + len(writer.pending) < events:
         at = start + timedelta(minutes=number)
-        user = User.create(app_id, at)
-        spec = SubscriptionSpec(type=SubscriptionType.ANDROID_PUSH, token=f"t-{number}")
-        push = Subscription.create(app_id, spec, user.id, OwnershipCause.DEVICE, at)
-        user.attach(push.id, push.type, at)
-        user.set_external_id(f"person-{number}", at)
+        user, push, claims = identified_user(ledger, app_id, number, at)
         user.change_tags({"plan": "gold", "cohort": str(number % 50)}, at)
         for day in range(6):
             push.record_session(30, at + timedelta(days=day * 5))
-        token_claim = Claim.first(
-            claim_id(ledger.index_key, app_id, token_namespace(spec.type), spec.token or ""),
-            push.id, at,
-        )  # fmt: skip
-        id_claim = Claim.first(
-            claim_id(ledger.index_key, app_id, EXTERNAL_ID_NAMESPACE, f"person-{number}"),
-            user.id, at,
-        )  # fmt: skip
-        aggregates: list[Aggregate] = [user, push, token_claim, id_claim]
-        for aggregate in aggregates:
-            pending.extend(ledger.mapper.to_stored_event(e) for e in aggregate.collect_events())
-        if len(pending) >= BATCH:
-            ledger.recorder.insert_events(pending)
-            written += len(pending)
-            pending = []
+        writer.add(user, push, *claims)
         number += 1
-    if pending:
-        ledger.recorder.insert_events(pending)
-        written += len(pending)
-    return written
+    writer.flush()
+    return writer.written
 
 
 def _rebuild_child(env: dict[str, str], results: Any) -> None:

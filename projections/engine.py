@@ -97,6 +97,7 @@ class Follower:
         return Lag(head - position, max(seconds, 0.0))
 
     def close(self) -> None:
+        self.view.close_readers()
         self.factory.close()
 
 

@@ -100,7 +100,7 @@ def transfer_subscription(
 
 
 @router.get("/subscriptions/{subscription_id}/user/identity", response_model=IdentityOut)
-def get_aliases_by_subscription(
+async def get_aliases_by_subscription(  # a read-model lookup: see users.get_user
     subscription_id: str, app_id: AppId, runtime: RuntimeDep
 ) -> IdentityOut:
     subscription = runtime.models.profiles.subscription(app_id, subscription_uuid(subscription_id))
