@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.application import Application, ProcessingEvent, Repository
 from eventsourcing.persistence import (
     ApplicationRecorder,
     EventStore,
@@ -29,7 +29,12 @@ from eventsourcing.utils import get_topic
 from domain.app import App, new_api_key
 from domain.errors import ConcurrencyConflict
 from domain.mapper import JsonTranscoder, PydanticMapper
-from domain.snapshot import SNAPSHOT_INTERVAL, AggregateSnapshot, SnapshotStore
+from domain.snapshot import (
+    SNAPSHOT_INTERVAL,
+    AggregateSnapshot,
+    SnapshotStore,
+    SnapshotWhenLong,
+)
 from domain.subscription import Subscription
 from domain.unit_of_work import UnitOfWork
 from domain.user import User
@@ -99,6 +104,13 @@ class LedgerLog(Application[UUID]):
 
     def construct_recorder(self) -> ApplicationRecorder:
         return _retrying_ddl(super().construct_recorder)
+
+    def construct_repository(self) -> Repository[UUID]:
+        return SnapshotWhenLong(
+            event_store=self.events,
+            snapshot_store=self.snapshots,
+            threshold=min(self.snapshotting_intervals.values()),
+        )
 
     def construct_snapshot_store(self) -> EventStore[UUID]:
         recorder = _retrying_ddl(lambda: self.factory.aggregate_recorder(purpose="snapshots"))

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar, get_origin, get_type_hints
 from uuid import UUID
 
+from eventsourcing.application import AggregateNotFoundError, Repository
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import EventStore
 from eventsourcing.utils import register_topic
@@ -31,6 +32,35 @@ _BY_AGGREGATE: dict[type[Aggregate], type[AggregateSnapshot]] = {}
 
 class SnapshotMismatch(Exception):
     """The aggregate's attributes and its snapshot's state do not match."""
+
+
+class SnapshotWhenLong(Repository[UUID]):
+    """Most aggregates never reach a snapshot; probing the snapshots table for each
+    load doubled the reads of every command. Read up to ``threshold`` + 1 events
+    first: an aggregate with no more than that is folded from them (one query);
+    only a longer one goes the library's way, from its newest snapshot."""
+
+    def __init__(self, *args: Any, threshold: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.threshold = threshold
+
+    def _reconstruct_aggregate(
+        self, aggregate_id: UUID, version: int | None, projector_func: Any
+    ) -> Any:
+        if self.snapshot_store is None:  # snapshotting disabled: every event, as the library
+            return super()._reconstruct_aggregate(aggregate_id, version, projector_func)
+        records = self.event_store.recorder.select_events(
+            aggregate_id, lte=version, limit=self.threshold + 1
+        )
+        if len(records) > self.threshold:
+            return super()._reconstruct_aggregate(aggregate_id, version, projector_func)
+        events = (self.event_store.mapper.to_domain_event(record) for record in records)
+        aggregate = projector_func(None, events)
+        if aggregate is None:
+            raise AggregateNotFoundError(
+                f"Aggregate {aggregate_id!r} version {version!r} not found."
+            )
+        return aggregate
 
 
 class AggregateSnapshot(Value):

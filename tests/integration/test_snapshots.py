@@ -417,3 +417,31 @@ def test_commands_load_aggregates_from_their_newest_snapshot(
     finally:
         plain.close()
     assert small.read(app_id).user(user_id).tags == {"n": "y"}
+
+
+@pytest.mark.parametrize(
+    "changes", [INTERVAL - 2, INTERVAL - 1, INTERVAL, INTERVAL + 1, 2 * INTERVAL + 3]
+)
+def test_short_aggregates_load_in_one_read_and_long_ones_from_a_snapshot(
+    small: Ledger, monkeypatch: pytest.MonkeyPatch, changes: int
+) -> None:
+    _, user_id, _ = tagged_user(small, changes)
+    version = changes + 1
+    selects: list[int | None] = []
+    original = small.recorder.select_events
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        selects.append(kwargs.get("gt"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(small.recorder, "select_events", counted)
+    loaded: User = small.repository.get(user_id)
+    reads = list(selects)
+
+    assert loaded.version == version
+    assert state(loaded) == state(fold_until(small, user_id))
+    if version <= INTERVAL:  # no snapshot can exist: the events alone, in one read
+        assert reads == [None]
+    else:  # a probe past the interval, then the events after the newest snapshot
+        newest_snapshot = version // INTERVAL * INTERVAL
+        assert reads == [None, newest_snapshot]
