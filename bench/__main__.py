@@ -44,10 +44,12 @@ def plan(size: dict[str, Any], kind: str) -> list[tuple[str, Callable[[], list[R
     ]
 
 
+START, END = "<!-- figures: written by python -m bench -->", "<!-- end of figures -->"
+
+
 def report(rows: list[Row], command: str, seconds: float) -> str:
     lines = [
-        "# Benchmarks",
-        "",
+        START,
         f"- Command: `{command}` ({seconds:,.0f} s in all)",
         f"- Machine: {machine()}",
         "- Baselines run in the same process, on the same store, just before the measurement.",
@@ -59,14 +61,29 @@ def report(rows: list[Row], command: str, seconds: float) -> str:
         f"| {r.section} | {r.store} | {r.what} | {r.value} | {r.baseline} | {r.ratio} | {r.goal} |"
         for r in rows
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, END])
+
+
+def write(output: Path, figures: str) -> None:
+    """Replace the figures in ``output``, keeping the written analysis around them."""
+    text = output.read_text() if output.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
+    if START in text and END in text:
+        before, rest = text.split(START, 1)
+        after = rest.split(END, 1)[1]
+        text = before + figures + after
+    else:
+        text = f"# Benchmarks\n\n{figures}\n"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="small sizes, under two minutes")
     parser.add_argument("--stores", default="sqlite,postgres")
-    parser.add_argument("--output", default="BENCHMARKS.md")
+    parser.add_argument(
+        "--output", help="default: BENCHMARKS.md, or var/bench-quick.md with --quick"
+    )
     args = parser.parse_args()
     size = SIZES["quick" if args.quick else "full"]
     rows: list[Row] = []
@@ -80,8 +97,9 @@ def main() -> None:
             for row in measured:
                 print(f"         {row.what}: {row.value} {row.ratio}", file=sys.stderr)
     command = "make bench-quick" if args.quick else "make bench"
-    Path(args.output).write_text(report(rows, command, time.perf_counter() - started))
-    print(f"wrote {args.output}", file=sys.stderr)
+    output = Path(args.output or ("var/bench-quick.md" if args.quick else "BENCHMARKS.md"))
+    write(output, report(rows, command, time.perf_counter() - started))
+    print(f"wrote {output}", file=sys.stderr)
 
 
 if __name__ == "__main__":
