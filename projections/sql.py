@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, Protocol
@@ -18,10 +19,11 @@ from urllib.parse import quote
 
 from eventsourcing.persistence import Tracking, TrackingRecorder
 from eventsourcing.postgres import PostgresTrackingRecorder
-from eventsourcing.sqlite import SQLiteTrackingRecorder
+from eventsourcing.sqlite import SQLiteConnection, SQLiteTrackingRecorder
 from psycopg.sql import SQL, Composed
 
 Row = Any  # sqlite3.Row or psycopg's dict row: both are read by column name
+CACHE_KIB = 65_536  # SQLite page cache per read-model writer connection
 CHUNK = 500  # values per IN (...) list: well under SQLite's bound-parameter limit
 
 
@@ -95,10 +97,17 @@ class SqlView(TrackingRecorder):
 
     @contextmanager
     def writing(self, tracking: Tracking) -> Iterator[Writer]:
-        """Rows written in the block and the position are committed together."""
-        with self.datastore.transaction(commit=True) as cursor:  # type: ignore[attr-defined]
+        """Rows written in the block and the position are committed together.
+
+        Commits here need not wait for the disk: a read model is derived from
+        the durable log, and its rows and position are lost or kept together, so
+        a crash just replays the last pages again (exactly once still holds)."""
+        with self._write_transaction() as cursor:
             yield Writer(cursor, self.render)
             self._insert_tracking(cursor, tracking)  # type: ignore[attr-defined]
+
+    def _write_transaction(self) -> Any:
+        return self.datastore.transaction(commit=True)  # type: ignore[attr-defined]
 
     def reading(self) -> Any:
         return self.datastore.transaction(commit=False)  # type: ignore[attr-defined]
@@ -150,6 +159,7 @@ class SQLiteSqlView(SqlView, SQLiteTrackingRecorder):
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._tuned: weakref.WeakSet[SQLiteConnection] = weakref.WeakSet()
 
     def table_name(self, short: str) -> str:
         return short
@@ -178,6 +188,18 @@ class SQLiteSqlView(SqlView, SQLiteTrackingRecorder):
         finally:
             cursor.execute("ROLLBACK")
 
+    @contextmanager
+    def _write_transaction(self) -> Iterator[Any]:
+        # The safety level cannot change inside a transaction: set it (and a larger
+        # page cache, for upserts at random keys) once per pooled connection.
+        with self.datastore.get_connection(commit=True) as connection:
+            if connection not in self._tuned:
+                connection._sqlite_conn.execute("PRAGMA synchronous=NORMAL")
+                connection._sqlite_conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+                self._tuned.add(connection)
+            with connection.transaction(commit=True) as cursor:
+                yield cursor
+
     def close_readers(self) -> None:
         with self._readers_lock:
             for connection in self._readers:
@@ -195,6 +217,12 @@ class PostgresSqlView(SqlView, PostgresTrackingRecorder):
 
     def table_name(self, short: str) -> str:
         return f'"{self.datastore.schema}"."{short}{self.SUFFIX}"'
+
+    @contextmanager
+    def _write_transaction(self) -> Iterator[Any]:
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO off")
+            yield cursor
 
     def render(self, sql: str) -> str:
         return super().render(sql).replace("?", "%s")

@@ -59,7 +59,7 @@ def project_in_process(env: dict[str, str]) -> dict[str, object]:
 def project_with_kills(env: dict[str, str], seed: int) -> int:
     """Run `idledger project` until it finishes by itself; return how often it was killed."""
     rng = random.Random(seed)
-    command = [str(Path(sys.executable).with_name("idledger")), "project", "--page-size", "10"]
+    command = [str(Path(sys.executable).with_name("idledger")), "project", "--page-size", "1"]
     process_env = {**os.environ, "IDLEDGER_STORE_URL": store_url(env)}
     kills = 0
     while True:
