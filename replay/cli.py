@@ -72,6 +72,9 @@ def replay(
     into: Annotated[
         Into, typer.Option(help="fresh: beside the live ones; live: swap in.")
     ] = Into.FRESH,
+    jobs: Annotated[
+        int, typer.Option(min=1, help="Processes to share the read models among (one per core).")
+    ] = 1,
     store_url: StoreUrl = None,
 ) -> None:
     """Rebuild read models from the log alone (at an instant, with --until)."""
@@ -88,7 +91,9 @@ def replay(
     )  # fmt: skip
     with Progress(*columns, console=errors, transient=False) as bar:
         task = bar.add_task(", ".join(names), total=total)
-        reports = rebuild(env, names, until=until, progress=lambda n: bar.advance(task, n))
+        reports = rebuild(
+            env, names, until=until, jobs=jobs, progress=lambda n: bar.advance(task, n)
+        )
     table = Table(
         title=f"replayed {total} events" + (f" until {until.isoformat()}" if until else "")
     )

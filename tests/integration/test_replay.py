@@ -23,7 +23,7 @@ from projections.engine import Follower
 from projections.lock import ProjectionBusy, postgres_conninfo
 from projections.service import Projector, ReadModels
 from replay.csv_import import import_csv
-from replay.rebuild import REBUILD, rebuild, swap_in, verify
+from replay.rebuild import REBUILD, rebuild, share_out, swap_in, verify
 from replay.transfer import ImportRefused, export_lines, import_events
 from tests.commands import Step, play, step
 from tests.conftest import INDEX_KEY, FakeClock, fresh_store, store_url
@@ -76,6 +76,29 @@ def test_a_rebuild_equals_the_live_read_models(store_kind: str, steps: list[Step
         finally:
             models.close()
             ledger.close()
+
+
+def test_a_rebuild_shared_out_among_processes_equals_one_in_process(
+    store: dict[str, str], ledger: Ledger
+) -> None:
+    small_ledger(ledger)
+    models = caught_up(ReadModels(store))
+    models.close()
+    ticks: list[float] = []
+
+    reports = rebuild(store, NAMES, jobs=2, progress=ticks.append)
+
+    assert [report.name for report in reports] == NAMES
+    head = ledger.recorder.max_notification_id()
+    assert {report.position for report in reports} == {head}
+    assert sum(ticks) == pytest.approx(head)  # each process read the whole log once
+    assert dumps(store, REBUILD) == dumps(store)
+
+
+def test_read_models_are_shared_out_by_cost() -> None:
+    assert share_out(NAMES, 2) == [["profiles"], ["mau", "ownership"]]
+    assert share_out(NAMES, 8) == [["profiles"], ["mau"], ["ownership"]]
+    assert share_out(["mau"], 2) == [["mau"]]
 
 
 def test_a_rebuild_until_an_instant_equals_the_fold_at_that_instant(
