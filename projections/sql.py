@@ -23,7 +23,6 @@ from eventsourcing.sqlite import SQLiteConnection, SQLiteTrackingRecorder
 from psycopg.sql import SQL, Composed
 
 Row = Any  # sqlite3.Row or psycopg's dict row: both are read by column name
-CACHE_KIB = 65_536  # SQLite page cache per read-model writer connection
 CHUNK = 500  # values per IN (...) list: well under SQLite's bound-parameter limit
 
 
@@ -190,12 +189,12 @@ class SQLiteSqlView(SqlView, SQLiteTrackingRecorder):
 
     @contextmanager
     def _write_transaction(self) -> Iterator[Any]:
-        # The safety level cannot change inside a transaction: set it (and a larger
-        # page cache, for upserts at random keys) once per pooled connection.
+        # The safety level cannot change inside a transaction: set it once per
+        # pooled connection. (A larger page cache bought ~2% and made the rebuild's
+        # memory grow with the log until the cache filled: left at SQLite's default.)
         with self.datastore.get_connection(commit=True) as connection:
             if connection not in self._tuned:
                 connection._sqlite_conn.execute("PRAGMA synchronous=NORMAL")
-                connection._sqlite_conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
                 self._tuned.add(connection)
             with connection.transaction(commit=True) as cursor:
                 yield cursor
