@@ -20,7 +20,7 @@ from uuid import UUID
 from domain.base import DomainEvent
 from domain.subscription import SessionRecorded, SubscriptionCreated
 from projections.base import ReadModel
-from projections.sql import PostgresSqlView, SQLiteSqlView, SqlView, Writer, chunked, placeholders
+from projections.sql import PostgresSqlView, SQLiteSqlView, SqlView, Writer, chunked
 
 WINDOW_DAYS = 30
 _EPOCH = date(1970, 1, 1)
@@ -134,15 +134,12 @@ class _MauPage:
 
     def _stored_kinds(self, subscription_ids: set[str]) -> dict[str, tuple[str, str]]:
         """(app, type) of mobile push subscriptions created on earlier pages."""
-        found = {}
-        for chunk in chunked(sorted(subscription_ids)):
-            for row in self.writer.all(
-                "SELECT subscription_id, app_id, type FROM {mau_subscriptions} "
-                f"WHERE subscription_id IN ({placeholders(len(chunk))})",
-                *chunk,
-            ):
-                found[row["subscription_id"]] = (row["app_id"], row["type"])
-        return found
+        rows = self.writer.all_in(
+            "SELECT subscription_id, app_id, type FROM {mau_subscriptions} "
+            "WHERE subscription_id IN",
+            sorted(subscription_ids),
+        )
+        return {row["subscription_id"]: (row["app_id"], row["type"]) for row in rows}
 
     def _days_near(self, sessions: list[tuple[str, int]]) -> dict[str, list[int]]:
         """Each subscription's stored active days within a window of the page's

@@ -13,15 +13,7 @@ from domain.history import OwnershipInterval
 from domain.subscription import OwnerChanged, SubscriptionCreated, SubscriptionDeleted
 from domain.values import OwnershipCause
 from projections.base import ReadModel, micros
-from projections.sql import (
-    PostgresSqlView,
-    Row,
-    SQLiteSqlView,
-    SqlView,
-    Writer,
-    chunked,
-    placeholders,
-)
+from projections.sql import PostgresSqlView, Row, SQLiteSqlView, SqlView, Writer
 
 
 def from_micros(value: int) -> datetime:
@@ -151,14 +143,11 @@ class _OwnershipPage:
 
     def _stored_app_ids(self, subscription_ids: list[str]) -> dict[str, str]:
         """The app of subscriptions created on earlier pages, from their first interval."""
-        found = {}
-        for chunk in chunked(subscription_ids):
-            for row in self.writer.all(
-                "SELECT subscription_id, app_id FROM {ownership} WHERE seq = 1 "
-                f"AND subscription_id IN ({placeholders(len(chunk))})",
-                *chunk,
-            ):
-                found[row["subscription_id"]] = row["app_id"]
+        rows = self.writer.all_in(
+            "SELECT subscription_id, app_id FROM {ownership} WHERE seq = 1 AND subscription_id IN",
+            subscription_ids,
+        )
+        found = {row["subscription_id"]: row["app_id"] for row in rows}
         missing = set(subscription_ids) - found.keys()
         assert not missing, f"a subscription's first event opens its first interval: {missing}"
         return found

@@ -16,14 +16,7 @@ from domain.base import DomainEvent
 from domain.subscription import Subscription
 from domain.user import User
 from projections.base import ReadModel, micros
-from projections.sql import (
-    PostgresSqlView,
-    SQLiteSqlView,
-    SqlView,
-    Writer,
-    chunked,
-    placeholders,
-)
+from projections.sql import PostgresSqlView, SQLiteSqlView, SqlView, Writer
 from projections.state import (
     subscription_from_json,
     subscription_to_json,
@@ -178,12 +171,10 @@ class _ProfilesPage:
     def _load(
         self, table: str, key: str, ids: set[UUID], from_json: Callable[[str], A]
     ) -> Iterator[A]:
-        for chunk in chunked(sorted(map(str, ids))):
-            rows = self.writer.all(
-                f"SELECT state FROM {{{table}}} WHERE {key} IN ({placeholders(len(chunk))})",
-                *chunk,
-            )
-            yield from (from_json(row["state"]) for row in rows)
+        rows = self.writer.all_in(
+            f"SELECT state FROM {{{table}}} WHERE {key} IN", sorted(map(str, ids))
+        )
+        yield from (from_json(row["state"]) for row in rows)
 
     def flush(self) -> None:
         self._fold()

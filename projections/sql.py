@@ -31,10 +31,6 @@ def chunked(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]
         yield values[start : start + size]
 
 
-def placeholders(count: int) -> str:
-    return ", ".join(["?"] * count)
-
-
 class Cursor(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
     def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> Any: ...
@@ -64,6 +60,14 @@ class Writer:
     def all(self, sql: str, *params: Any) -> list[Row]:
         self._cursor.execute(self._render(sql), params)
         return self._cursor.fetchall()
+
+    def all_in(self, sql: str, values: Sequence[Any]) -> list[Row]:
+        """The rows of ``sql`` (ending in ``IN``) for each of ``values``, asked CHUNK
+        at a time: a page's worth of keys in a few statements."""
+        rows: list[Row] = []
+        for chunk in chunked(values):
+            rows += self.all(f"{sql} ({', '.join(['?'] * len(chunk))})", *chunk)
+        return rows
 
 
 class SqlView(TrackingRecorder):
