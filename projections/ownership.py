@@ -4,6 +4,7 @@ one indexed query."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -84,6 +85,18 @@ class OwnershipProjection(ReadModel[OwnershipTables]):
         return _OwnershipPage(writer)
 
 
+@dataclass
+class _Interval:
+    """An interval opened on this page; ``ended_at`` is set if the page also closes it."""
+
+    seq: int
+    owner_id: str
+    started_at: int
+    cause: str
+    ended_at: int | None = None
+    ended_by: str | None = None
+
+
 class _OwnershipPage:
     """A page's intervals are opened and closed in memory, in log order; then the
     stored intervals it closes are updated and its new intervals inserted, each
@@ -91,34 +104,33 @@ class _OwnershipPage:
 
     def __init__(self, writer: Writer) -> None:
         self.writer = writer
-        # per subscription, the intervals opened on this page: [seq, app_id (None:
-        # stored with the first interval), owner_id, started_at, cause, ended_at, ended_by]
-        self.opened: dict[str, list[list[Any]]] = {}
+        self.opened: dict[str, list[_Interval]] = {}  # per subscription, in log order
+        self.created_here: dict[str, str] = {}  # subscription -> app, created on this page
         self.stored_closed: dict[str, tuple[int, str]] = {}  # an earlier page's open interval
 
     def apply(self, event: DomainEvent[Any]) -> None:
         subscription_id = str(event.originator_id)
         if isinstance(event, SubscriptionCreated):
-            self._open(subscription_id, event, str(event.app_id))
+            self.created_here[subscription_id] = str(event.app_id)
+            self._open(subscription_id, event)
         elif isinstance(event, OwnerChanged):
             self._close(subscription_id, event, event.cause.value)
-            self._open(subscription_id, event, None)
+            self._open(subscription_id, event)
         elif isinstance(event, SubscriptionDeleted):
             self._close(subscription_id, event, "deleted")
 
-    def _open(
-        self, subscription_id: str, event: SubscriptionCreated | OwnerChanged, app_id: str | None
-    ) -> None:
+    def _open(self, subscription_id: str, event: SubscriptionCreated | OwnerChanged) -> None:
         self.opened.setdefault(subscription_id, []).append(
-            [event.originator_version, app_id, str(event.owner_id), micros(event.timestamp),
-             event.cause.value, None, None]
+            _Interval(event.originator_version, str(event.owner_id), micros(event.timestamp),
+                      event.cause.value)
         )  # fmt: skip
 
     def _close(self, subscription_id: str, event: DomainEvent[Any], ended_by: str) -> None:
         opened = self.opened.get(subscription_id)
         if opened:
-            if opened[-1][5] is None:
-                opened[-1][5:7] = [micros(event.timestamp), ended_by]
+            last = opened[-1]
+            if last.ended_at is None:
+                last.ended_at, last.ended_by = micros(event.timestamp), ended_by
         elif subscription_id not in self.stored_closed:
             self.stored_closed[subscription_id] = (micros(event.timestamp), ended_by)
 
@@ -128,18 +140,18 @@ class _OwnershipPage:
             "WHERE subscription_id = ? AND ended_at IS NULL",
             [(at, ended_by, sid) for sid, (at, ended_by) in self.stored_closed.items()],
         )
-        app_ids = self._stored_app_ids(
-            [sid for sid, rows in self.opened.items() if rows[0][1] is None]
-        )
+        app_ids = self._stored_app_ids([sid for sid in self.opened if sid not in self.created_here])
+        app_ids.update(self.created_here)
         self.writer.many(
             "INSERT INTO {ownership} (subscription_id, seq, app_id, owner_id, started_at, cause, "
             "ended_at, ended_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (sid, seq, rows[0][1] or app_ids[sid], owner, started, cause, ended, ended_by)
-                for sid, rows in self.opened.items()
-                for seq, _, owner, started, cause, ended, ended_by in rows
+                (sid, i.seq, app_ids[sid], i.owner_id, i.started_at, i.cause, i.ended_at,
+                 i.ended_by)
+                for sid, intervals in self.opened.items()
+                for i in intervals
             ],
-        )
+        )  # fmt: skip
 
     def _stored_app_ids(self, subscription_ids: list[str]) -> dict[str, str]:
         """The app of subscriptions created on earlier pages, from their first interval."""

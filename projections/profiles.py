@@ -149,11 +149,17 @@ class _ProfilesPage:
         stored_subscriptions: set[UUID] = set()
         for event in self.events:
             kind, key = event.aggregate_class(), event.originator_id
-            folded = self.users if kind is User else self.subscriptions
-            if kind in (User, Subscription) and key not in folded:
+            folded: dict[UUID, Any]
+            if kind is User:
+                folded, stored = self.users, stored_users
+            elif kind is Subscription:
+                folded, stored = self.subscriptions, stored_subscriptions
+            else:
+                continue
+            if key not in folded:
                 folded[key] = None
                 if event.originator_version > 1:  # created on an earlier page
-                    (stored_users if kind is User else stored_subscriptions).add(key)
+                    stored.add(key)
         for user in self._load("profile_users", "user_id", stored_users, user_from_json):
             self.users[user.id] = user
             self.identity_before[user.id] = _identity(user) if user.is_live else {}
