@@ -10,6 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from bench.harness import INDEX_KEY, Row, fresh_store, ledger_for, median_time
+from bench.synth import BatchWriter
 from domain.ledger import Ledger
 from domain.subscription import Subscription
 from domain.user import User
@@ -19,14 +20,9 @@ from projections.service import Projector, ReadModels
 START = datetime(2023, 1, 1, tzinfo=UTC)
 
 
-def _insert(ledger: Ledger, *aggregates: Any) -> None:
-    events = [ledger.mapper.to_stored_event(e) for a in aggregates for e in a.collect_events()]
-    for offset in range(0, len(events), 5000):
-        ledger.recorder.insert_events(events[offset : offset + 5000])
-
-
 def _app_with_history(ledger: Ledger, days: int, devices: int) -> UUID:
     app_id = ledger.create_app(f"{days} days").app_id
+    writer = BatchWriter(ledger)
     for device in range(devices):
         user = User.create(app_id, START)
         spec = SubscriptionSpec(type=SubscriptionType.IOS_PUSH, token=f"{app_id}-{device}")
@@ -34,7 +30,8 @@ def _app_with_history(ledger: Ledger, days: int, devices: int) -> UUID:
         user.attach(push.id, push.type, START)
         for day in range(0, days, 2):
             push.record_session(0, START + timedelta(days=day, hours=device % 24))
-        _insert(ledger, user, push)
+        writer.add(user, push)
+    writer.flush()
     return app_id
 
 

@@ -67,7 +67,7 @@ def rebuild(
     log = LedgerLog(store_env)
     followers: list[Follower] = []
     try:
-        head = stop_at if stop_at is not None else log.recorder.max_notification_id() or 0
+        head = _head(log, stop_at)
         for name in names:
             discard(store_env, name, variant)
             followers.append(
@@ -81,6 +81,11 @@ def rebuild(
         for follower in followers:
             follower.close()
         log.close()
+
+
+def _head(log: LedgerLog, stop_at: int | None) -> int:
+    """Where a rebuild stops: ``stop_at``, else the log's last position now."""
+    return stop_at if stop_at is not None else log.recorder.max_notification_id() or 0
 
 
 # Relative cost per log event of each read model (measured with `python -m bench`),
@@ -108,7 +113,7 @@ def _rebuild_in_processes(
 ) -> list[Rebuilt]:
     log = LedgerLog(store_env)
     try:
-        head = stop_at if stop_at is not None else log.recorder.max_notification_id() or 0
+        head = _head(log, stop_at)
     finally:
         log.close()
     context = multiprocessing.get_context("spawn")
