@@ -3,7 +3,7 @@ and saves everything it touched in a single atomic ``save``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -85,7 +85,7 @@ class UnitOfWork:
         cid = claim_id(self._index_key, self.app_id, namespace, value)
         if cid not in self._aggregates:
             try:
-                self._aggregates[cid] = self._store.repository.get(cid, projector_func=fold)
+                self._aggregates[cid] = self._store.repository.get(cid)
             except AggregateNotFoundError:
                 self._aggregates[cid] = None
         claim = self._aggregates[cid]
@@ -96,18 +96,10 @@ class UnitOfWork:
         aggregate = self._aggregates.get(aggregate_id)
         if aggregate is None:
             try:
-                aggregate = self._store.repository.get(aggregate_id, projector_func=fold)
+                aggregate = self._store.repository.get(aggregate_id)
             except AggregateNotFoundError:
                 raise missing(aggregate_id) from None
             self._aggregates[aggregate_id] = aggregate
         if not isinstance(aggregate, kind):
             raise missing(aggregate_id)
         return aggregate
-
-
-def fold(aggregate: Any, events: Iterable[Any]) -> Any:
-    """The library's fold without its per-event runtime protocol check (slow on
-    Python 3.11; every stored event here is one of our own classes)."""
-    for event in events:
-        aggregate = event.mutate(aggregate)
-    return aggregate
