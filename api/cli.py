@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from api.demo import run_login_scenario
+from api.runtime import StoreUnreachable, check_store
 from api.settings import Settings, open_ledger, store_env
 from domain.ledger import Ledger
 from domain.user import User
@@ -62,6 +63,11 @@ def serve(
     if workers > 1 and env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite":
         console.print("[red]--workers > 1 needs PostgreSQL[/red]: SQLite is the one-process store")
         raise typer.Exit(2)
+    try:
+        check_store(settings)
+    except StoreUnreachable as unreachable:
+        console.print(f"[red]idledger serve: {unreachable}[/red]", soft_wrap=True)
+        raise typer.Exit(1) from None
     console.print(f"idledger on http://{host}:{port} (store {settings.store_url}); docs at /docs")
     uvicorn.run(
         "api.main:create_app",
@@ -113,7 +119,8 @@ def project(
     page_size: Annotated[int, typer.Option(min=1, help="Events per transaction.")] = 1000,
     poll_interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 0.5,
 ) -> None:
-    """Bring the read models up to date with the log (once, or --follow)."""
+    """Bring the read models up to date with the log (once, or --follow: then a
+    store outage is waited out and retried, and dead letters are retried first)."""
     names = projection or list(READ_MODELS)
     unknown = sorted(set(names) - set(READ_MODELS))
     if unknown:
@@ -131,8 +138,9 @@ def project(
         if follow:
             signal.signal(signal.SIGTERM, lambda *_: projector.stop_following())
             console.print(f"following the log for {', '.join(names)}; Ctrl-C to stop")
+            projector.retry_dead_letters()
             with contextlib.suppress(KeyboardInterrupt):
-                projector.follow()
+                projector.follow_until_stopped()
         applied = projector.run_once()
         console.print(f"applied {applied} events")
         for name, lag in models.lag().items():

@@ -15,7 +15,9 @@ from domain.errors import AppNotFound
 
 # Dependencies are async so that lookups served on the event loop stay there.
 async def get_runtime(request: Request) -> Runtime:
+    """The runtime, unless the store is known to be down: then 503 at once."""
     runtime: Runtime = request.app.state.runtime
+    runtime.gate.check()
     return runtime
 
 

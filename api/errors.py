@@ -19,6 +19,7 @@ from domain.errors import (
     LedgerError,
     NotFound,
 )
+from projections.dead_letters import describe, is_store_failure
 
 STATUS_OF: list[tuple[type[LedgerError], int]] = [
     (InvalidValue, 400),
@@ -30,20 +31,41 @@ STATUS_OF: list[tuple[type[LedgerError], int]] = [
 class ApiError(Exception):
     """An error the HTTP layer itself raises (authentication, body limits, ...)."""
 
-    def __init__(self, status: int, code: str, title: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        title: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(title)
         self.status, self.code, self.title, self.field = status, code, title, field
+        self.headers = headers
+
+
+RETRY_AFTER_SECONDS = 1
+
+
+def unavailable(code: str, title: str) -> ApiError:
+    """A 503 the client should retry: the write (if any) is durable or was refused."""
+    return ApiError(503, code, title, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def error_response(
-    status: int, code: str, title: str, field: str | None = None, meta: dict[str, Any] | None = None
+    status: int,
+    code: str,
+    title: str,
+    field: str | None = None,
+    meta: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     item: dict[str, Any] = {"code": code, "title": title}
     if field is not None:
         item["field"] = field
     if meta is not None:
         item["meta"] = meta
-    return JSONResponse({"errors": [item]}, status_code=status)
+    return JSONResponse({"errors": [item]}, status_code=status, headers=headers)
 
 
 def _ledger_error(_: Request, error: Exception) -> JSONResponse:
@@ -75,7 +97,7 @@ def _validation_error(_: Request, error: Exception) -> JSONResponse:
 
 def _api_error(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, ApiError)
-    return error_response(error.status, error.code, error.title, error.field)
+    return error_response(error.status, error.code, error.title, error.field, headers=error.headers)
 
 
 def _http_error(_: Request, error: Exception) -> JSONResponse:
@@ -83,13 +105,20 @@ def _http_error(_: Request, error: Exception) -> JSONResponse:
     return error_response(error.status_code, "http-error", str(error.detail))
 
 
-def _store_unavailable(_: Request, error: Exception) -> JSONResponse:
-    # The store failed (down, locked too long): not the client's fault, and retryable.
-    return error_response(503, "store-unavailable", f"the event store did not answer: {error}")
+def _store_error(request: Request, error: Exception) -> JSONResponse:
+    """The store failed: not the client's fault. When it did not answer (down,
+    restarting, locked too long) the gate fails later requests fast until it is
+    back; either way nothing was acknowledged, so the client may retry."""
+    if is_store_failure(error):
+        request.app.state.runtime.gate.trip(error)
+    return error_response(
+        503, "store-unavailable", f"the event store did not answer: {describe(error)}",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )  # fmt: skip
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(PersistenceError, _store_unavailable)
+    app.add_exception_handler(PersistenceError, _store_error)
     app.add_exception_handler(LedgerError, _ledger_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ValidationError, _validation_error)

@@ -13,17 +13,24 @@ from api.convert import identity_of, user_out
 from api.runtime import Runtime
 from api.schemas import IdentityOut, UserOut
 from domain.claim import EXTERNAL_ID_NAMESPACE, alias_namespace
-from domain.errors import UserNotFound
+from domain.errors import InvalidValue, UserNotFound
 from domain.user import User
+from domain.values import check_text
 
 
-def segment(value: str) -> str:
-    """Path segments arrive percent-encoded (see ``api.paths``); decode after routing."""
-    return unquote(value)
+def segment(value: str, field: str = "path") -> str:
+    """Path segments arrive percent-encoded (see ``api.paths``); decode after routing.
+    A decoded segment obeys the same text rules as a body (no NUL, no control
+    character, valid UTF-8), so no lookup ever sends the store what it cannot hold."""
+    try:
+        decoded = unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidValue(field, "is not valid UTF-8 once percent-decoded") from None
+    return check_text(field, decoded, identifier=True)
 
 
 def user_id_for(runtime: Runtime, app_id: UUID, label: str, alias_id: str) -> UUID:
-    label, alias_id = segment(label), segment(alias_id)
+    label, alias_id = segment(label, "alias_label"), segment(alias_id, "alias_id")
     if label == "onesignal_id":
         try:
             return UUID(alias_id)
@@ -37,7 +44,7 @@ def user_id_for(runtime: Runtime, app_id: UUID, label: str, alias_id: str) -> UU
 
 
 def user_for(runtime: Runtime, app_id: UUID, label: str, alias_id: str) -> User:
-    label, alias_id = segment(label), segment(alias_id)
+    label, alias_id = segment(label, "alias_label"), segment(alias_id, "alias_id")
     user = runtime.models.profiles.user_by_alias(app_id, label, alias_id)
     if user is None:
         raise UserNotFound(f"{label}={alias_id}")

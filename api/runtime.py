@@ -1,5 +1,6 @@
-"""What a running service holds: the ledger (writes), the read models (reads)
-and, in the embedded mode, the projector that keeps them caught up."""
+"""What a running service holds: the ledger (writes), the read models (reads),
+the gate that answers at once while the store is down and, in the embedded mode,
+the projector that keeps the read models caught up."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import time
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from api.errors import unavailable
+from api.outage import StoreGate
 from api.settings import Settings, open_ledger, store_env
 from domain.app import App
 from domain.ledger import Ledger
+from projections.dead_letters import describe, is_store_failure
 from projections.lock import ProjectionBusy
 from projections.service import Projector, ReadModels
 
@@ -18,6 +22,12 @@ log = logging.getLogger(__name__)
 
 
 KEY_CACHE_SECONDS = 1.0
+STARTUP_FIRST_PAUSE = 0.5
+STARTUP_MAX_PAUSE = 5.0
+
+
+class StoreUnreachable(RuntimeError):
+    """The store did not answer within the start-up timeout."""
 
 
 @dataclass
@@ -26,6 +36,7 @@ class Runtime:
     ledger: Ledger
     models: ReadModels
     projector: Projector | None
+    gate: StoreGate
     _apps: dict[UUID, tuple[float, App]] = field(default_factory=dict)
 
     def app(self, app_id: UUID) -> App:
@@ -43,8 +54,7 @@ class Runtime:
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
-        ledger = open_ledger(settings)
-        models = ReadModels(store_env(settings.store_url))
+        ledger, models = _open_store(settings)
         projector: Projector | None = None
         if settings.embedded_projector:
             projector = Projector(models, settings.poll_interval)
@@ -54,16 +64,71 @@ class Runtime:
                 # Another worker of this service (or `idledger project`) owns them.
                 log.info("read models are projected by another runner")
                 projector = None
-        return cls(settings, ledger, models, projector)
+        gate = StoreGate(probe=ledger.recorder.max_notification_id)
+        return cls(settings, ledger, models, projector, gate)
 
     def written(self, position: int | None) -> None:
-        """Read-your-writes: wake the projector, then wait (bounded) for it."""
+        """Read-your-writes: wake the projector, then wait (bounded) for it. A write
+        whose read models are not there in time answers 503 (it is durable: the
+        client retries and finds it), never an answer read from a stale model."""
         if self.projector is not None:
             self.projector.nudge()
-        self.models.wait_for(position, self.settings.consistency_timeout)
+        if self.models.wait_for(position, self.settings.consistency_timeout):
+            return
+        assert position is not None
+        behind = ", ".join(self.models.behind(position))
+        why = ""
+        if self.projector is not None and self.projector.error is not None:
+            why = f" (projector: {describe(self.projector.error)})"
+        raise unavailable(
+            "read-model-behind",
+            f"written at log position {position}, but the read models ({behind}) have not "
+            f"applied it within {self.settings.consistency_timeout:g} s{why}; retry the request",
+        )
 
     def close(self) -> None:
+        self.gate.close()
         if self.projector is not None:
             self.projector.stop()
         self.models.close()
         self.ledger.close()
+
+
+def check_store(settings: Settings) -> None:
+    """Wait (up to ``startup_timeout``) until the store answers, else raise
+    ``StoreUnreachable``: what `idledger serve` does before it listens."""
+    ledger, models = _open_store(settings)
+    models.close()
+    ledger.close()
+
+
+def _open_store(settings: Settings) -> tuple[Ledger, ReadModels]:
+    """Open the ledger and its read models, retrying an unreachable store for up
+    to ``startup_timeout`` seconds, one log line per attempt."""
+    deadline = time.monotonic() + settings.startup_timeout
+    pause = STARTUP_FIRST_PAUSE
+    while True:
+        ledger: Ledger | None = None
+        try:
+            ledger = open_ledger(settings)
+            return ledger, ReadModels(store_env(settings.store_url))
+        except Exception as error:
+            if ledger is not None:
+                ledger.close()
+            if not is_store_failure(error):
+                raise
+            if time.monotonic() + pause > deadline:
+                raise StoreUnreachable(
+                    f"the event store ({_where(settings)}) is unreachable: {describe(error)}"
+                ) from None
+            log.warning("event store unreachable (%s); retrying in %.1f s", describe(error), pause)
+            time.sleep(pause)
+            pause = min(pause * 2, STARTUP_MAX_PAUSE)
+
+
+def _where(settings: Settings) -> str:
+    """The store's location without its password."""
+    env = store_env(settings.store_url)
+    if "SQLITE_DBNAME" in env:
+        return env["SQLITE_DBNAME"]
+    return f"PostgreSQL at {env['POSTGRES_HOST']}:{env['POSTGRES_PORT']}/{env['POSTGRES_DBNAME']}"

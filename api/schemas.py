@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from domain.values import Int32, SubscriptionType
+from domain.errors import InvalidValue
+from domain.values import Int32, SubscriptionType, text_problem
 
 MAX_TAGS = 100
 LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z, the last instant Python can hold
@@ -19,6 +20,30 @@ LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z, the last instant Python c
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_strings(cls, data: Any) -> Any:
+        """Every string of a request body, keys included, must be storable on every
+        store (the domain's text rules); the answer names the field. The outermost
+        body runs this first, so the path is the full one."""
+        refuse_unstorable(data, "")
+        return data
+
+
+def refuse_unstorable(data: Any, path: str) -> None:
+    if isinstance(data, str):
+        if (problem := text_problem(data)) is not None:
+            raise InvalidValue(path or "body", problem)
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            inner = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and (problem := text_problem(key)) is not None:
+                raise InvalidValue(path or "body", f"a key {problem}")
+            refuse_unstorable(value, inner)
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            refuse_unstorable(value, f"{path}.{index}" if path else str(index))
 
 
 Identity = Annotated[dict[str, Annotated[str, Field(max_length=128)]], Field(max_length=22)]

@@ -17,6 +17,7 @@ from domain.ledger import Ledger
 from domain.service import Clock, utc_now
 
 DEFAULT_STORE_URL = "sqlite:///var/idledger.db"
+CONNECT_TIMEOUT_SECONDS = 3
 
 
 class Settings(BaseSettings):
@@ -49,6 +50,12 @@ class Settings(BaseSettings):
         description="How long a write waits for the read models (read-your-writes).",
     )
     max_body_bytes: int = Field(default=256 * 1024, gt=0)
+    startup_timeout: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long `serve` keeps retrying an unreachable store at start-up "
+        "before it exits non-zero (0: fail at once).",
+    )
 
 
 class SettingsError(ValueError):
@@ -74,6 +81,10 @@ def store_env(store_url: str) -> dict[str, str]:
             "POSTGRES_USER": unquote(url.username or "postgres"),
             "POSTGRES_PASSWORD": unquote(url.password or ""),
             "POSTGRES_SCHEMA": schema,
+            # A pooled connection is checked before use, so after a server restart
+            # dead connections are replaced instead of failing requests.
+            "POSTGRES_PRE_PING": "y",
+            "POSTGRES_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT_SECONDS),
         }
     raise SettingsError(f"store_url {store_url!r}: use sqlite:///file.db or postgresql://...")
 

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Annotated
 from zoneinfo import available_timezones
 
-from pydantic import AwareDatetime, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, Field, field_validator
 
 from domain.base import Value
 from domain.errors import InvalidValue
@@ -105,7 +105,38 @@ MAX_TAG_KEY_LENGTH = 128
 MAX_TAG_VALUE_LENGTH = 255
 
 
+# One rule set for text, used by every entry point (HTTP bodies and paths, the
+# importers, the domain's own checks): whatever is accepted must be storable and
+# projectable on SQLite and PostgreSQL alike. PostgreSQL text cannot hold NUL, and
+# an unpaired UTF-16 surrogate is not Unicode (no UTF-8 encoder writes it). Ids,
+# labels, tokens and tag keys hold no control character at all; free text (tag
+# values, device descriptions) may hold tab, line feed and carriage return.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL_IN_ID = re.compile("[\x00-\x1f\x7f]")
+_CONTROL_IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def text_problem(value: str, *, identifier: bool = False) -> str | None:
+    """Why ``value`` cannot be stored, or ``None`` when it can."""
+    if _SURROGATE.search(value):
+        return "holds an unpaired UTF-16 surrogate, which is not Unicode text"
+    found = (_CONTROL_IN_ID if identifier else _CONTROL_IN_TEXT).search(value)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "holds a NUL character (U+0000), which the store cannot hold"
+    return f"holds the control character U+{ord(found.group()):04X}, which is not allowed here"
+
+
+def check_text(field: str, value: str, *, identifier: bool = False) -> str:
+    problem = text_problem(value, identifier=identifier)
+    if problem is not None:
+        raise InvalidValue(field, problem)
+    return value
+
+
 def check_external_id(external_id: str) -> str:
+    check_text("external_id", external_id, identifier=True)
     if not external_id.strip():
         raise InvalidValue("external_id", "must not be empty or blank")
     if len(external_id) > MAX_ID_LENGTH:
@@ -120,6 +151,7 @@ def check_alias(label: str, alias_id: str) -> None:
         raise InvalidValue("alias_label", f"{label!r} is reserved")
     if not _ALIAS_LABEL.fullmatch(label):
         raise InvalidValue("alias_label", "must be 1-64 of letters, digits, '_', '-', '.'")
+    check_text(f"identity.{label}", alias_id, identifier=True)
     if not alias_id.strip():
         raise InvalidValue(f"identity.{label}", "must not be empty or blank")
     if len(alias_id) > MAX_ID_LENGTH:
@@ -127,6 +159,8 @@ def check_alias(label: str, alias_id: str) -> None:
 
 
 def check_tag(key: str, value: str) -> None:
+    check_text("tags", key, identifier=True)
+    check_text(f"tags.{key}", value)
     if not key.strip() or len(key) > MAX_TAG_KEY_LENGTH:
         raise InvalidValue("tags", f"key must be 1-{MAX_TAG_KEY_LENGTH} characters")
     if key in RESERVED_TAG_KEYS:
@@ -134,6 +168,24 @@ def check_tag(key: str, value: str) -> None:
     if len(value) > MAX_TAG_VALUE_LENGTH:
         raise InvalidValue(f"tags.{key}", f"must be at most {MAX_TAG_VALUE_LENGTH} characters")
 
+
+def _storable_identifier(value: str) -> str:
+    problem = text_problem(value, identifier=True)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _storable_text(value: str) -> str:
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+# Strings of the value objects below, checked by the same rules as ids and tags.
+IdText = Annotated[str, AfterValidator(_storable_identifier)]
+FreeText = Annotated[str, AfterValidator(_storable_text)]
 
 _TIMEZONES = frozenset(available_timezones())
 
@@ -146,7 +198,7 @@ class UserProperties(Value):
     country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = None
     lat: Annotated[float, Field(ge=-90, le=90)] | None = None
     long: Annotated[float, Field(ge=-180, le=180)] | None = None
-    ip: Annotated[str, Field(max_length=45)] | None = None
+    ip: Annotated[IdText, Field(max_length=45)] | None = None
     first_active: AwareDatetime | None = None
     last_active: AwareDatetime | None = None
 
@@ -162,7 +214,7 @@ class UserProperties(Value):
 
 
 class Purchase(Value):
-    sku: Annotated[str, Field(min_length=1, max_length=128)]
+    sku: Annotated[FreeText, Field(min_length=1, max_length=128)]
     amount: Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=4)]
     iso: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
     count: Annotated[int, Field(ge=1, le=1_000_000)] = 1
@@ -171,14 +223,14 @@ class Purchase(Value):
 class DeviceInfo(Value):
     """What a device reports about itself; ``None`` means "not reported"."""
 
-    device_model: Annotated[str, Field(max_length=100)] | None = None
-    device_os: Annotated[str, Field(max_length=100)] | None = None
-    app_version: Annotated[str, Field(max_length=100)] | None = None
-    sdk: Annotated[str, Field(max_length=100)] | None = None
-    language: Annotated[str, Field(max_length=35)] | None = None
-    timezone_id: Annotated[str, Field(max_length=64)] | None = None
-    installation_id: Annotated[str, Field(max_length=128)] | None = None
-    carrier: Annotated[str, Field(max_length=100)] | None = None
+    device_model: Annotated[FreeText, Field(max_length=100)] | None = None
+    device_os: Annotated[FreeText, Field(max_length=100)] | None = None
+    app_version: Annotated[FreeText, Field(max_length=100)] | None = None
+    sdk: Annotated[FreeText, Field(max_length=100)] | None = None
+    language: Annotated[FreeText, Field(max_length=35)] | None = None
+    timezone_id: Annotated[FreeText, Field(max_length=64)] | None = None
+    installation_id: Annotated[FreeText, Field(max_length=128)] | None = None
+    carrier: Annotated[FreeText, Field(max_length=100)] | None = None
     rooted: bool | None = None
     net_type: Int32 | None = None
     test_type: Int32 | None = None
@@ -191,20 +243,20 @@ class SubscriptionSpec(Value):
     """A subscription as a caller describes it (create or update)."""
 
     type: SubscriptionType
-    token: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    token: Annotated[IdText, Field(min_length=1, max_length=1024)] | None = None
     enabled: bool = True
     notification_types: Int32 | None = None
-    web_auth: Annotated[str, Field(max_length=256)] | None = None
-    web_p256: Annotated[str, Field(max_length=256)] | None = None
+    web_auth: Annotated[IdText, Field(max_length=256)] | None = None
+    web_p256: Annotated[IdText, Field(max_length=256)] | None = None
     device: DeviceInfo = DeviceInfo()
 
 
 class SubscriptionUpdate(Value):
-    token: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    token: Annotated[IdText, Field(min_length=1, max_length=1024)] | None = None
     enabled: bool | None = None
     notification_types: Int32 | None = None
-    web_auth: Annotated[str, Field(max_length=256)] | None = None
-    web_p256: Annotated[str, Field(max_length=256)] | None = None
+    web_auth: Annotated[IdText, Field(max_length=256)] | None = None
+    web_p256: Annotated[IdText, Field(max_length=256)] | None = None
     device: DeviceInfo = DeviceInfo()
 
 

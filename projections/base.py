@@ -13,6 +13,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 
 from domain.base import DomainEvent
+from projections.dead_letters import DeadLetter
 from projections.sql import SqlView, Writer
 
 V = TypeVar("V", bound=SqlView)
@@ -36,8 +37,14 @@ class ReadModel(Projection[V], Generic[V]):
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         self.process_page([domain_event], tracking)
 
-    def process_page(self, events: Sequence[DomainEvent[Any]], tracking: Tracking) -> None:
-        with self.view.writing(tracking) as writer:
+    def process_page(
+        self,
+        events: Sequence[DomainEvent[Any]],
+        tracking: Tracking | None,
+        dead_letters: Sequence[DeadLetter] = (),
+        released: Sequence[int] = (),
+    ) -> None:
+        with self.view.writing(tracking, dead_letters, released) as writer:
             page = self.open_page(writer)
             for event in events:
                 page.apply(event)

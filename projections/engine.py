@@ -9,21 +9,23 @@ lost or applied twice. One follower per read model may run at a time; a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, cast
 
-from eventsourcing.persistence import InfrastructureFactory, Tracking
+from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.utils import Environment
 
 from domain.base import DomainEvent
-from domain.service import LedgerLog
+from domain.service import LedgerLog, bound_pool_wait
 from projections.base import ReadModel
+from projections.dead_letters import DeadLetter, Undecodable
 from projections.mau import MauProjection, PostgresMauView, SQLiteMauView
 from projections.ownership import OwnershipProjection, PostgresOwnershipView, SQLiteOwnershipView
 from projections.profiles import PostgresProfilesView, ProfilesProjection, SQLiteProfilesView
+from projections.quarantine import apply_guarded, decode
 from projections.sql import SqlView
 
 READ_MODELS: dict[str, tuple[type[ReadModel[Any]], type[SqlView], type[SqlView]]] = {
@@ -83,8 +85,22 @@ class Follower:
         self.store_env = env
         self.factory = InfrastructureFactory.construct(Environment(f"{name}{variant}", env))
         view_class = view_class_for(sqlite_view if is_sqlite(env) else postgres_view, variant)
-        self.view = cast(SqlView, self.factory.tracking_recorder(view_class))
+        recorder = self.factory.tracking_recorder(view_class)
+        self.view = cast(SqlView, bound_pool_wait(recorder, env))
         self.projection = projection_class(self.view)
+        self._held: set[str] | None = None
+
+    def held(self) -> set[str]:
+        """Aggregates with dead letters in this read model (read once, then kept)."""
+        if self._held is None:
+            self._held = self.view.held_aggregates()
+        return self._held
+
+    def hold(self, letters: Iterable[DeadLetter]) -> None:
+        self.held().update(letter.originator_id for letter in letters)
+
+    def forget_held(self) -> None:
+        self._held = None
 
     def lag(self) -> Lag:
         position = self.view.position()
@@ -99,6 +115,10 @@ class Follower:
     def close(self) -> None:
         self.view.close_readers()
         self.factory.close()
+
+
+def _happened_by(event: DomainEvent[Any] | Undecodable, until: datetime) -> bool:
+    return isinstance(event, Undecodable) or event.timestamp <= until
 
 
 def catch_up_together(
@@ -122,16 +142,15 @@ def catch_up_together(
         )
         if not page:
             return done
-        events = [(n.id, cast("DomainEvent[Any]", log.mapper.to_domain_event(n))) for n in page]
-        tracking = Tracking(log.name, page[-1].id)
+        items = decode(log, page)
         for follower, position in zip(followers, positions, strict=True):
             if page[-1].id > position:
                 unseen = [
-                    event
-                    for number, event in events
-                    if number > position and (until is None or event.timestamp <= until)
+                    (number, event)
+                    for number, event in items
+                    if number > position and (until is None or _happened_by(event, until))
                 ]
-                follower.projection.process_page(unseen, tracking)
+                apply_guarded(follower, unseen, page[-1].id)
         done += len(page)
         if progress is not None:
             progress(len(page))

@@ -7,6 +7,7 @@ Both are released by the operating system or the server if the runner dies.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -32,6 +33,7 @@ def postgres_conninfo(env: dict[str, str]) -> str:
         dbname=env["POSTGRES_DBNAME"],
         user=env["POSTGRES_USER"],
         password=env.get("POSTGRES_PASSWORD") or None,
+        connect_timeout=env.get("POSTGRES_CONNECT_TIMEOUT") or "3",
     )
 
 
@@ -54,13 +56,26 @@ class RunnerLock:
                 raise ProjectionBusy(self.name)
             time.sleep(0.1)
 
+    def check(self) -> bool:
+        """Whether the lock is still held. An advisory lock dies with its
+        connection (a server restart): then it is dropped, to be taken again."""
+        if self._connection is None:
+            return self.held
+        try:
+            self._connection.execute("SELECT 1")
+        except psycopg.Error:
+            self.release()
+            return False
+        return True
+
     def release(self) -> None:
         if self._file is not None:
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
             self._file = None
         if self._connection is not None:
-            self._connection.close()
+            with contextlib.suppress(psycopg.Error):
+                self._connection.close()
             self._connection = None
 
     def _try(self) -> bool:

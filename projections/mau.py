@@ -20,6 +20,7 @@ from uuid import UUID
 from domain.base import DomainEvent
 from domain.subscription import SessionRecorded, SubscriptionCreated
 from projections.base import ReadModel
+from projections.dead_letters import DEAD_LETTER_COLUMNS
 from projections.sql import PostgresSqlView, SQLiteSqlView, SqlView, Writer, chunked
 
 WINDOW_DAYS = 30
@@ -39,6 +40,7 @@ def newly_covered(day: int, previous: int | None, following: int | None) -> rang
 
 
 class MauTables(SqlView):
+    DEAD_LETTERS: ClassVar[str] = "mau_dead_letters"
     TABLES: ClassVar[dict[str, str]] = {
         "mau_subscriptions": "subscription_id TEXT PRIMARY KEY, app_id TEXT NOT NULL, "
         "type TEXT NOT NULL",
@@ -46,6 +48,7 @@ class MauTables(SqlView):
         "PRIMARY KEY (subscription_id, day)",
         "mau_counts": "app_id TEXT NOT NULL, day INTEGER NOT NULL, type TEXT NOT NULL, "
         "active BIGINT NOT NULL, PRIMARY KEY (app_id, day, type)",
+        "mau_dead_letters": DEAD_LETTER_COLUMNS,
     }
 
     def mau(self, app_id: UUID, day: date) -> dict[str, int]:

@@ -14,6 +14,7 @@ from domain.history import OwnershipInterval
 from domain.subscription import OwnerChanged, SubscriptionCreated, SubscriptionDeleted
 from domain.values import OwnershipCause
 from projections.base import ReadModel, micros
+from projections.dead_letters import DEAD_LETTER_COLUMNS
 from projections.sql import PostgresSqlView, Row, SQLiteSqlView, SqlView, Writer
 
 
@@ -22,10 +23,12 @@ def from_micros(value: int) -> datetime:
 
 
 class OwnershipTables(SqlView):
+    DEAD_LETTERS: ClassVar[str] = "ownership_dead_letters"
     TABLES: ClassVar[dict[str, str]] = {
         "ownership": "subscription_id TEXT NOT NULL, seq BIGINT NOT NULL, app_id TEXT NOT NULL, "
         "owner_id TEXT NOT NULL, started_at BIGINT NOT NULL, ended_at BIGINT, "
         "cause TEXT NOT NULL, ended_by TEXT, PRIMARY KEY (subscription_id, seq)",
+        "ownership_dead_letters": DEAD_LETTER_COLUMNS,
     }
     INDEXES: ClassVar[dict[str, str]] = {
         "ownership_at": "ON {ownership} (subscription_id, started_at)",

@@ -16,6 +16,7 @@ from domain.base import DomainEvent
 from domain.subscription import Subscription
 from domain.user import User
 from projections.base import ReadModel, micros
+from projections.dead_letters import DEAD_LETTER_COLUMNS
 from projections.sql import PostgresSqlView, SQLiteSqlView, SqlView, Writer
 from projections.state import (
     subscription_from_json,
@@ -28,6 +29,7 @@ A = TypeVar("A", User, Subscription)
 
 
 class ProfilesTables(SqlView):
+    DEAD_LETTERS: ClassVar[str] = "profile_dead_letters"
     TABLES: ClassVar[dict[str, str]] = {
         "profile_users": "user_id TEXT PRIMARY KEY, app_id TEXT NOT NULL, "
         "external_id TEXT, status TEXT NOT NULL, merged_into TEXT, "
@@ -37,6 +39,7 @@ class ProfilesTables(SqlView):
         "profile_subscriptions": "subscription_id TEXT PRIMARY KEY, app_id TEXT NOT NULL, "
         "user_id TEXT, type TEXT NOT NULL, status TEXT NOT NULL, "
         "updated_at BIGINT NOT NULL, state TEXT NOT NULL",
+        "profile_dead_letters": DEAD_LETTER_COLUMNS,
     }
     INDEXES: ClassVar[dict[str, str]] = {
         "profile_aliases_user": "ON {profile_aliases} (user_id)",

@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from domain.service import LedgerLog
+from projections.dead_letters import describe
 from projections.engine import (
     PAGE_SIZE,
     READ_MODELS,
@@ -26,14 +27,22 @@ from projections.engine import (
     catch_up_together,
     is_sqlite,
 )
-from projections.lock import RunnerLock, postgres_conninfo
+from projections.lock import ProjectionBusy, RunnerLock, postgres_conninfo
 from projections.mau import MauTables
 from projections.ownership import OwnershipTables
 from projections.profiles import ProfilesTables
+from projections.quarantine import Retried, retry
 
 log = logging.getLogger(__name__)
 LAG_CHECK_INTERVAL = 10.0
 LAG_WARNING_SECONDS = 30.0
+RETRY_FIRST_PAUSE = 0.1
+RETRY_MAX_PAUSE = 2.0
+STANDBY_PAUSE = 5.0
+
+
+class LockLost(RuntimeError):
+    """A runner lock died with its connection; the runner takes it again."""
 
 
 class ReadModels:
@@ -78,6 +87,14 @@ class ReadModels:
     def lag(self) -> dict[str, Lag]:
         return {name: follower.lag() for name, follower in self.followers.items()}
 
+    def dead_letters(self) -> dict[str, int]:
+        """Events each read model set aside (see ``projections.dead_letters``)."""
+        return {name: f.view.count_dead_letters() for name, f in self.followers.items()}
+
+    def behind(self, position: int) -> list[str]:
+        """The read models that have not yet applied ``position``."""
+        return [name for name, f in self.followers.items() if f.view.position() < position]
+
     def close(self) -> None:
         for follower in self.followers.values():
             follower.close()
@@ -97,7 +114,8 @@ class Projector:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.error: BaseException | None = None
+        self.error: BaseException | None = None  # why it is not projecting now, if it is not
+        self._pause = RETRY_FIRST_PAUSE
 
     def acquire(self, wait: float = 0.0) -> None:
         try:
@@ -114,7 +132,14 @@ class Projector:
     def run_once(self) -> int:
         """Catch every read model up with the log; return the events applied."""
         self.acquire()
-        return catch_up_together(list(self.models.followers.values()))
+        done = catch_up_together(list(self.models.followers.values()))
+        self.error, self._pause = None, RETRY_FIRST_PAUSE
+        return done
+
+    def retry_dead_letters(self) -> dict[str, Retried]:
+        """Apply the dead letters of every read model again (after a fix)."""
+        self.acquire()
+        return {name: retry(follower) for name, follower in self.models.followers.items()}
 
     def follow(self) -> None:
         """Keep catching up until ``stop_following()``."""
@@ -137,9 +162,13 @@ class Projector:
         self._wake.set()
 
     def start(self) -> None:
-        """Follow in a background thread (the embedded mode)."""
+        """Follow in a background thread (the embedded mode). Dead letters are
+        retried first: a restart after a fix is how they are usually resolved."""
         self.acquire()
-        self._thread = threading.Thread(target=self._follow_safely, name="projector", daemon=True)
+        self._retry_at_start()
+        self._thread = threading.Thread(
+            target=self.follow_until_stopped, name="projector", daemon=True
+        )
         self._thread.start()
 
     def stop_following(self) -> None:
@@ -152,20 +181,47 @@ class Projector:
             self._thread.join()
         self.release()
 
+    def _retry_at_start(self) -> None:
+        try:
+            for name, outcome in self.retry_dead_letters().items():
+                if outcome.applied or outcome.still_held:
+                    log.warning(
+                        "read model %s: %d dead letters applied on retry, %d still held",
+                        name, outcome.applied, outcome.still_held,
+                    )  # fmt: skip
+        except Exception as error:  # the store is down: the follow loop retries
+            log.warning("dead letters not retried at start: %s", describe(error))
+
     def _watch_lag(self) -> None:
         """Writers outpacing the projector show here, whatever the wake-ups did."""
+        if not all(lock.check() for lock in self.locks.values()):
+            raise LockLost("a runner lock was lost with its connection")
         for name, lag in self.models.lag().items():
             if lag.seconds > LAG_WARNING_SECONDS:
                 log.warning(
                     "read model %s is %d events (%.0f s) behind", name, lag.events, lag.seconds
                 )
 
-    def _follow_safely(self) -> None:
-        try:
-            self.follow()
-        except BaseException as error:  # surfaced by health checks, not swallowed
-            self.error = error
-            log.exception("projector stopped")
+    def follow_until_stopped(self) -> None:
+        """Follow until stopped, whatever happens: a store outage (or anything
+        else) is reported in ``error`` (``/ready``), retried with a growing pause,
+        and cleared by the first catch-up that succeeds, without a restart."""
+        while not self._stop.is_set():
+            try:
+                self.follow()
+            except ProjectionBusy:  # another runner took over while we were cut off
+                self.error = None
+                log.info("read models are projected by another runner; standing by")
+                self._stop.wait(STANDBY_PAUSE)
+            except Exception as error:
+                self.error = error
+                log.warning(
+                    "projector interrupted (%s); retrying in %.1f s", describe(error), self._pause
+                )
+                self._stop.wait(self._pause)
+                self._pause = min(self._pause * 2, RETRY_MAX_PAUSE)
+                for lock in self.locks.values():
+                    lock.check()  # a lock lost with its connection is taken again
 
     def _listen(self) -> psycopg.Connection[tuple[object, ...]] | None:
         env = self.models.store_env

@@ -22,6 +22,8 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteConnection, SQLiteTrackingRecorder
 from psycopg.sql import SQL, Composed
 
+from projections.dead_letters import DeadLetter
+
 Row = Any  # sqlite3.Row or psycopg's dict row: both are read by column name
 CHUNK = 500  # values per IN (...) list: well under SQLite's bound-parameter limit
 
@@ -73,7 +75,8 @@ class Writer:
 class SqlView(TrackingRecorder):
     """Mixed into a store's tracking recorder. Subclasses list their tables."""
 
-    TABLES: ClassVar[dict[str, str]] = {}  # short name -> column definitions
+    TABLES: ClassVar[dict[str, str]] = {}  # short name -> column definitions (dead letters too)
+    DEAD_LETTERS: ClassVar[str]  # short name of the read model's dead-letter table
     INDEXES: ClassVar[dict[str, str]] = {}  # index name -> "ON {table} (columns)"
     SUFFIX: ClassVar[str] = ""  # set on a rebuild beside the live tables
     app_name: ClassVar[str] = "idledger"
@@ -99,15 +102,44 @@ class SqlView(TrackingRecorder):
         return tables + indexes
 
     @contextmanager
-    def writing(self, tracking: Tracking) -> Iterator[Writer]:
-        """Rows written in the block and the position are committed together.
+    def writing(
+        self,
+        tracking: Tracking | None,
+        dead_letters: Sequence[DeadLetter] = (),
+        released: Sequence[int] = (),
+    ) -> Iterator[Writer]:
+        """Rows written in the block, new dead letters, released ones (by position)
+        and the position are committed together (no position: a retry of dead
+        letters that lie behind it).
 
         Commits here need not wait for the disk: a read model is derived from
         the durable log, and its rows and position are lost or kept together, so
         a crash just replays the last pages again (exactly once still holds)."""
         with self._write_transaction() as cursor:
-            yield Writer(cursor, self.render)
-            self._insert_tracking(cursor, tracking)  # type: ignore[attr-defined]
+            writer = Writer(cursor, self.render)
+            yield writer
+            writer.many(
+                f"INSERT INTO {{{self.DEAD_LETTERS}}} VALUES (?, ?, ?, ?, ?)",
+                [letter.row() for letter in dead_letters],
+            )
+            writer.many(
+                f"DELETE FROM {{{self.DEAD_LETTERS}}} WHERE position = ?",
+                [(position,) for position in released],
+            )
+            if tracking is not None:
+                self._insert_tracking(cursor, tracking)  # type: ignore[attr-defined]
+
+    def dead_letters(self) -> list[DeadLetter]:
+        rows = self.all(f"SELECT * FROM {{{self.DEAD_LETTERS}}} ORDER BY position")
+        return [DeadLetter.from_row(row) for row in rows]
+
+    def count_dead_letters(self) -> int:
+        row = self.one(f"SELECT COUNT(*) AS n FROM {{{self.DEAD_LETTERS}}}")
+        return int(row["n"]) if row else 0
+
+    def held_aggregates(self) -> set[str]:
+        rows = self.all(f"SELECT DISTINCT originator_id FROM {{{self.DEAD_LETTERS}}}")
+        return {row["originator_id"] for row in rows}
 
     def _write_transaction(self) -> Any:
         return self.datastore.transaction(commit=True)  # type: ignore[attr-defined]

@@ -30,6 +30,7 @@ from projections.engine import READ_MODELS
 from projections.lock import ProjectionBusy
 from replay.audit import audit_subscription, audit_user, event_json
 from replay.csv_import import RowRejected, import_csv
+from replay.dead_letters_cli import dead_letters_command
 from replay.rebuild import rebuild, swap_in, verify
 from replay.transfer import ImportRefused, export_lines, import_events
 
@@ -264,3 +265,4 @@ def register(app: typer.Typer) -> None:
     app.command("export")(export)
     app.command("import")(import_command)
     app.command("import-csv")(import_csv_command)
+    app.command("dead-letters")(dead_letters_command)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import AppId, RuntimeDep
 from api.routes.common import ERRORS
+from api.schemas import Body
 from domain.claim import token_namespace
 from domain.values import (
     DeviceInfo,
@@ -33,7 +34,7 @@ PLATFORMS = {
 }
 
 
-class MedianDevice(BaseModel):
+class MedianDevice(Body):
     """What `median_onesignal_info()` gives, plus the app's own user id."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)

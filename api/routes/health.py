@@ -1,45 +1,65 @@
-"""Liveness, readiness and projection lag."""
+"""Liveness, readiness, projection lag and dead letters."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import RuntimeDep
+from api.errors import RETRY_AFTER_SECONDS
+from api.runtime import Runtime
+from projections.dead_letters import describe, is_store_failure
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
-def health() -> dict[str, str]:
+async def health() -> dict[str, str]:
+    """Alive: answered on the event loop at once, whatever the store is doing."""
     return {"status": "ok"}
 
 
 @router.get("/ready", responses={503: {"description": "Store or projector not ready"}})
-def ready(runtime: RuntimeDep) -> Any:
-    """Ready when the store answers and the read models are being projected."""
-    problems = []
+def ready(request: Request) -> Any:
+    """Ready when the store answers and the read models are being projected.
+    Dead letters are reported but do not make the service unready: the other
+    events, and the other apps, are served."""
+    runtime: Runtime = request.app.state.runtime
+    if not runtime.gate.is_open:
+        return _not_ready([f"event store unreachable: {runtime.gate.reason}"])
     try:
         head = runtime.ledger.recorder.max_notification_id() or 0
+        dead_letters = runtime.models.dead_letters()
     except Exception as error:  # the store is down: say so, do not 500
-        return JSONResponse({"status": "unavailable", "problems": [str(error)]}, 503)
+        if is_store_failure(error):
+            runtime.gate.trip(error)
+        return _not_ready([f"event store unreachable: {describe(error)}"])
+    problems = []
     projector = runtime.projector
     if projector is not None and projector.error is not None:
-        problems.append(f"projector stopped: {projector.error}")
+        problems.append(f"projector interrupted: {describe(projector.error)}")
     body = {
         "status": "ready" if not problems else "degraded",
         "log_head": head,
+        "dead_letters": dead_letters,
         "problems": problems,
     }
-    return JSONResponse(body, 200 if not problems else 503)
+    return JSONResponse(body, 200) if not problems else _not_ready(problems, body)
+
+
+def _not_ready(problems: list[str], body: dict[str, Any] | None = None) -> JSONResponse:
+    body = body or {"status": "unavailable", "problems": problems}
+    return JSONResponse(body, 503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 @router.get("/lag")
 def lag(runtime: RuntimeDep) -> dict[str, dict[str, int | float]]:
-    """Per read model: events behind the log head, and the age of the oldest of them."""
+    """Per read model: events behind the log head, the age of the oldest of them,
+    and the events set aside as dead letters (`idledger dead-letters` lists them)."""
+    dead_letters = runtime.models.dead_letters()
     return {
-        name: {"events": lag.events, "seconds": lag.seconds}
+        name: {"events": lag.events, "seconds": lag.seconds, "dead_letters": dead_letters[name]}
         for name, lag in runtime.models.lag().items()
     }
