@@ -14,6 +14,7 @@ from api.outage import StoreGate
 from api.settings import Settings, open_ledger, store_env
 from domain.app import App
 from domain.ledger import Ledger
+from domain.unit_of_work import first_written
 from projections.dead_letters import describe, is_store_failure
 from projections.lock import ProjectionBusy
 from projections.service import Projector, ReadModels
@@ -71,19 +72,29 @@ class Runtime:
         """Read-your-writes: wake the projector, then wait (bounded) for it. A write
         whose read models are not there in time answers 503 (it is durable: the
         client retries and finds it), never an answer read from a stale model."""
+        first = first_written()
         if self.projector is not None:
             self.projector.nudge()
-        if self.models.wait_for(position, self.settings.consistency_timeout):
-            return
-        assert position is not None
-        behind = ", ".join(self.models.behind(position))
+        if not self.models.wait_for(position, self.settings.consistency_timeout):
+            assert position is not None
+            raise unavailable("read-model-behind", self._behind(position))
+        set_aside = self.models.set_aside(first, position) if first and position else []
+        if set_aside:
+            raise unavailable(
+                "read-model-dead-letter",
+                f"written at log positions {first}..{position}, but a read model "
+                f"({', '.join(set_aside)}) could not apply an event of it and set it aside "
+                "(`idledger dead-letters` lists it); retry once it is resolved",
+            )
+
+    def _behind(self, position: int) -> str:
         why = ""
         if self.projector is not None and self.projector.error is not None:
             why = f" (projector: {describe(self.projector.error)})"
-        raise unavailable(
-            "read-model-behind",
-            f"written at log position {position}, but the read models ({behind}) have not "
-            f"applied it within {self.settings.consistency_timeout:g} s{why}; retry the request",
+        return (
+            f"written at log position {position}, but the read models "
+            f"({', '.join(self.models.behind(position))}) have not applied it within "
+            f"{self.settings.consistency_timeout:g} s{why}; retry the request"
         )
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ and saves everything it touched in a single atomic ``save``."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -18,6 +19,23 @@ from domain.subscription import Subscription
 from domain.user import User
 
 T = TypeVar("T", bound=Aggregate)
+
+# The first log position written in this context (one request, one thread): with
+# the last position a command returns, it bounds what a request wrote, so that
+# the answer can tell whether a read model set any of it aside.
+_first_written: ContextVar[int | None] = ContextVar("idledger_first_written", default=None)
+
+
+def _note_written(position: int) -> None:
+    first = _first_written.get()
+    _first_written.set(position if first is None else min(first, position))
+
+
+def first_written() -> int | None:
+    """The first position written since the last call in this context; resets it."""
+    first = _first_written.get()
+    _first_written.set(None)
+    return first
 
 
 class UnitOfWork:
@@ -79,6 +97,8 @@ class UnitOfWork:
         if changed:
             recordings = self._store.save(*changed)
             self.position = recordings[-1].notification.id if recordings else None
+            if recordings:
+                _note_written(recordings[0].notification.id)
         return self.position
 
     def _claim(self, namespace: str, value: str) -> Claim | None:

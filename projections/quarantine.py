@@ -74,6 +74,13 @@ def apply_guarded(follower: Follower, items: Sequence[PageItem], last_position: 
         letters = [_letter(position, item, reason)]
         follower.projection.process_page([], tracking, letters)
     follower.hold(letters)
+    for letter in letters:
+        if letter.error != HELD:
+            log.error(
+                "event at log position %d (%s, aggregate %s v%d) could not be applied to %s "
+                "and is dead-lettered: %s", letter.position, letter.topic,
+                letter.originator_id, letter.originator_version, follower.name, letter.error,
+            )  # fmt: skip
 
 
 def _letter(position: int, item: DomainEvent[Any] | Undecodable, error: str) -> DeadLetter:
@@ -81,11 +88,6 @@ def _letter(position: int, item: DomainEvent[Any] | Undecodable, error: str) -> 
         originator, version, topic = item.originator_id, item.originator_version, item.topic
     else:
         originator, version, topic = item.originator_id, item.originator_version, item.TOPIC
-    if error != HELD:
-        log.error(
-            "event at log position %d (%s, aggregate %s v%d) could not be applied and is "
-            "dead-lettered: %s", position, topic, originator, version, error,
-        )  # fmt: skip
     return DeadLetter(position, str(originator), version, topic, error)
 
 

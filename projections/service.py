@@ -91,6 +91,14 @@ class ReadModels:
         """Events each read model set aside (see ``projections.dead_letters``)."""
         return {name: f.view.count_dead_letters() for name, f in self.followers.items()}
 
+    def set_aside(self, first: int, last: int) -> list[str]:
+        """The read models that dead-lettered an event between two positions."""
+        return [
+            name
+            for name, f in self.followers.items()
+            if f.view.has_dead_letter_between(first, last)
+        ]
+
     def behind(self, position: int) -> list[str]:
         """The read models that have not yet applied ``position``."""
         return [name for name, f in self.followers.items() if f.view.position() < position]

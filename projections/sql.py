@@ -137,6 +137,10 @@ class SqlView(TrackingRecorder):
         row = self.one(f"SELECT COUNT(*) AS n FROM {{{self.DEAD_LETTERS}}}")
         return int(row["n"]) if row else 0
 
+    def has_dead_letter_between(self, first: int, last: int) -> bool:
+        sql = f"SELECT 1 AS x FROM {{{self.DEAD_LETTERS}}} WHERE position BETWEEN ? AND ? LIMIT 1"
+        return self.one(sql, first, last) is not None
+
     def held_aggregates(self) -> set[str]:
         rows = self.all(f"SELECT DISTINCT originator_id FROM {{{self.DEAD_LETTERS}}}")
         return {row["originator_id"] for row in rows}

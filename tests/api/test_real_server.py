@@ -125,3 +125,26 @@ def test_the_official_onesignal_client_drives_the_server(server: str) -> None:
         with pytest.raises(onesignal.ApiException) as missing:
             api.get_user(app.id, "external_id", "EIDB")
         assert missing.value.status == 404
+
+
+def test_an_oversized_chunked_body_is_refused_with_413(server: str) -> None:
+    admin = {"Authorization": f"Key {ADMIN_KEY}"}
+    app = httpx.post(f"{server}/apps", json={"name": "chunked"}, headers=admin).json()
+    headers = {"Authorization": f"Key {app['basic_auth_key']}", "Content-Type": "application/json"}
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: sent chunked
+        yield b'{"identity": {"external_id": "big"}, "properties": {"tags": {"k": "'
+        for _ in range(64):
+            yield b"v" * 8192
+        yield b'"}}}'
+
+    response = httpx.post(f"{server}/apps/{app['id']}/users", content=chunks(), headers=headers)
+    small = httpx.post(
+        f"{server}/apps/{app['id']}/users", json={"identity": {"external_id": "small"}},
+        headers=headers,
+    )  # fmt: skip
+
+    assert response.request.headers.get("transfer-encoding") == "chunked"
+    assert response.status_code == 413
+    assert response.json()["errors"][0]["code"] == "body-too-large"
+    assert small.status_code == 201
