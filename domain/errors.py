@@ -70,14 +70,6 @@ class AliasConflict(Conflict):
         self.conflicting = conflicting
 
 
-class SubscriptionLimitReached(Conflict):
-    code = "subscription-limit"
-
-    def __init__(self, user_id: UUID, limit: int) -> None:
-        super().__init__(f"user {user_id} already has the maximum of {limit} subscriptions")
-        self.user_id = user_id
-
-
 class ConcurrencyConflict(Conflict):
     """Other writers kept changing the same aggregates; the command may be retried."""
 

@@ -17,7 +17,6 @@ from domain.unit_of_work import UnitOfWork
 from domain.user import User
 from domain.values import (
     MAX_SUBSCRIPTIONS_PER_USER,
-    LimitPolicy,
     OwnershipCause,
     Purchase,
     SubscriptionSpec,
@@ -44,7 +43,9 @@ class ProfileChange:
     session_time: int = 0  # seconds, OneSignal's session_time delta
 
     def check(self) -> None:
-        """Refuse bad values before anything is loaded or written."""
+        """Refuse bad values before anything is loaded or written. One body may
+        name at most 20 subscriptions (a 400); adding them to a user who already
+        has some evicts the oldest beyond 20 instead (``ownership.make_room``)."""
         if len(self.subscriptions) > MAX_SUBSCRIPTIONS_PER_USER:
             raise InvalidValue("subscriptions", f"at most {MAX_SUBSCRIPTIONS_PER_USER}")
         if self.external_id is not None:
@@ -61,7 +62,7 @@ class ProfileChange:
         for purchase in self.purchases:
             user.record_purchase(purchase, uow.at)
         for spec in self.subscriptions:
-            add_subscription(uow, user, spec, cause, LimitPolicy.REFUSE)
+            add_subscription(uow, user, spec, cause)  # a full user evicts, as in OneSignal
         if self.sessions or self.session_time:
             _record_user_sessions(uow, user, max(self.sessions, 1), self.session_time)
 
@@ -183,7 +184,7 @@ class Ledger(LedgerBase):
                 _identify(uow, target, external_id, {})
             else:
                 target = uow.user(holder_id)
-            move_subscription(uow, subscription, target, OwnershipCause.LOGIN, LimitPolicy.EVICT)
+            move_subscription(uow, subscription, target, OwnershipCause.LOGIN)
             return target.id
 
         user_id, position = self._run(app_id, login)
@@ -200,7 +201,7 @@ class Ledger(LedgerBase):
                 return current.id, False
             fresh = User.create(app_id, uow.at, cause=OwnershipCause.LOGOUT)
             uow.add(fresh)
-            move_subscription(uow, subscription, fresh, OwnershipCause.LOGOUT, LimitPolicy.EVICT)
+            move_subscription(uow, subscription, fresh, OwnershipCause.LOGOUT)
             return fresh.id, True
 
         (user_id, created), position = self._run(app_id, logout)
@@ -215,13 +216,13 @@ class Ledger(LedgerBase):
         spec: SubscriptionSpec,
         *,
         cause: OwnershipCause = OwnershipCause.API,
-        policy: LimitPolicy = LimitPolicy.REFUSE,
     ) -> SubscriptionOutcome:
-        """Explicit API creates refuse a 21st subscription; device flows pass
-        ``LimitPolicy.EVICT`` to move the least recently active one out."""
+        """Add a subscription; a 21st never fails: the least recently active one
+        moves out to a fresh anonymous user (``choose_eviction_victim``), as
+        OneSignal does."""
 
         def create(uow: UnitOfWork) -> tuple[Subscription, str]:
-            return add_subscription(uow, uow.user(user_id), spec, cause, policy)
+            return add_subscription(uow, uow.user(user_id), spec, cause)
 
         (subscription, status), position = self._run(app_id, create)
         return SubscriptionOutcome(position, subscription.id, user_id, status)
@@ -257,12 +258,12 @@ class Ledger(LedgerBase):
         *,
         cause: OwnershipCause = OwnershipCause.TRANSFER,
     ) -> SubscriptionOutcome:
-        """Move a subscription to another user of the same app. The SDK's login
-        falls back to this call, so a full target evicts rather than refuses."""
+        """Move a subscription to another user of the same app; a full target
+        evicts its least recently active subscription."""
 
         def transfer(uow: UnitOfWork) -> Subscription:
             subscription = uow.subscription(subscription_id)
-            move_subscription(uow, subscription, uow.user(to_user_id), cause, LimitPolicy.EVICT)
+            move_subscription(uow, subscription, uow.user(to_user_id), cause)
             return subscription
 
         return self._on_subscription(app_id, transfer, "moved")

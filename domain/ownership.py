@@ -1,12 +1,16 @@
-"""Rules that move subscriptions between users: the limit of 20, eviction,
-and the retirement of an anonymous user left with nothing."""
+"""Rules that move subscriptions between users: the limit of 20 and eviction,
+and the retirement of an anonymous user left with nothing.
+
+As OneSignal documents it, a user is never refused a subscription for being full:
+whatever adds one (an API create, login, transfer, device association) first
+moves one out to a fresh anonymous user, recorded with cause ``evicted``."""
 
 from __future__ import annotations
 
 from collections import Counter
 
 from domain.claim import token_namespace
-from domain.errors import Conflict, SubscriptionLimitReached
+from domain.errors import Conflict
 from domain.subscription import Subscription
 from domain.unit_of_work import UnitOfWork
 from domain.user import User
@@ -14,7 +18,6 @@ from domain.values import (
     MAX_SUBSCRIPTIONS_PER_USER,
     MIN_KEPT_EMAIL,
     MIN_KEPT_SMS,
-    LimitPolicy,
     OwnershipCause,
     SubscriptionSpec,
     SubscriptionType,
@@ -24,23 +27,26 @@ _MIN_KEPT = {SubscriptionType.EMAIL: MIN_KEPT_EMAIL, SubscriptionType.SMS: MIN_K
 
 
 def choose_eviction_victim(subscriptions: list[Subscription]) -> Subscription:
-    """The least recently active push subscription; failing that, the least
-    recently active email or SMS whose type keeps at least its minimum."""
+    """OneSignal's rule: the least recently active subscription (last session,
+    else creation; ties by id), keeping at least 3 email and 3 SMS subscriptions.
+    So the candidates are every push subscription and the email or SMS ones of a
+    type the user holds more than its minimum of; a full user (20) always has one,
+    as at most 3 + 3 of its subscriptions are protected."""
     counts = Counter(s.type for s in subscriptions)
-    push = [s for s in subscriptions if s.type.is_push]
-    candidates = push or [s for s in subscriptions if counts[s.type] > _MIN_KEPT[s.type]]
+    candidates = [s for s in subscriptions if s.type.is_push or counts[s.type] > _MIN_KEPT[s.type]]
     return min(candidates, key=lambda s: (s.recency, str(s.id)))
 
 
-def make_room(uow: UnitOfWork, user: User, policy: LimitPolicy) -> None:
+def make_room(uow: UnitOfWork, user: User) -> None:
+    """Before a subscription is added to a full user, move the victim out to a
+    fresh anonymous user. The user is saved with the rest of the command, so its
+    limit holds under concurrent adds: a racing add re-runs on fresh state."""
     if len(user.subscriptions) < MAX_SUBSCRIPTIONS_PER_USER:
         return
-    if policy is LimitPolicy.REFUSE:
-        raise SubscriptionLimitReached(user.id, MAX_SUBSCRIPTIONS_PER_USER)
     victim = choose_eviction_victim([uow.subscription(s) for s in user.subscriptions])
     refuge = User.create(uow.app_id, uow.at, cause=OwnershipCause.EVICTED)
     uow.add(refuge)
-    move_subscription(uow, victim, refuge, OwnershipCause.EVICTED, LimitPolicy.REFUSE)
+    move_subscription(uow, victim, refuge, OwnershipCause.EVICTED)
 
 
 def move_subscription(
@@ -48,11 +54,10 @@ def move_subscription(
     subscription: Subscription,
     target: User,
     cause: OwnershipCause,
-    policy: LimitPolicy,
 ) -> None:
     if subscription.owner_id == target.id:
         return
-    make_room(uow, target, policy)
+    make_room(uow, target)
     previous = uow.user(subscription.owner_id) if subscription.owner_id else None
     subscription.change_owner(target.id, cause, uow.at)
     target.attach(subscription.id, subscription.type, uow.at)
@@ -69,19 +74,19 @@ def add_subscription(
     user: User,
     spec: SubscriptionSpec,
     cause: OwnershipCause,
-    policy: LimitPolicy,
 ) -> tuple[Subscription, str]:
     """Create the subscription on ``user``, or move the existing one with the
-    same (type, token). Returns it with "created", "moved" or "unchanged"."""
+    same (type, token); a full user evicts one first. Returns it with "created",
+    "moved" or "unchanged"."""
     if spec.token is not None:
         existing_id = uow.holder(token_namespace(spec.type), spec.token)
         if existing_id is not None:
             existing = uow.subscription(existing_id)
             if existing.owner_id == user.id:
                 return existing, "unchanged"
-            move_subscription(uow, existing, user, cause, policy)
+            move_subscription(uow, existing, user, cause)
             return existing, "moved"
-    make_room(uow, user, policy)
+    make_room(uow, user)
     subscription = Subscription.create(uow.app_id, spec, user.id, cause, uow.at)
     uow.add(subscription)
     if spec.token is not None:

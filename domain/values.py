@@ -68,13 +68,6 @@ class OwnershipCause(StrEnum):
     IMPORT = "import"
 
 
-class LimitPolicy(StrEnum):
-    """What a full user (20 subscriptions) does with one more."""
-
-    REFUSE = "refuse"  # explicit API create: a clear 409
-    EVICT = "evict"  # device flows: the least recently active one moves out
-
-
 MAX_SUBSCRIPTIONS_PER_USER = 20
 MIN_KEPT_EMAIL = 3
 MIN_KEPT_SMS = 3

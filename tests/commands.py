@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from domain.errors import LedgerError
 from domain.ledger import Ledger
-from domain.values import LimitPolicy, OwnershipCause
+from domain.values import OwnershipCause
 from tests.helpers import email, ios, web
 
 TOKENS = 6
@@ -69,9 +69,7 @@ class World:
         elif kind == "transfer" and (target := self.owner(step.other)):
             ledger.transfer_subscription(app_id, subscription_id, target)
         elif kind == "email":
-            ledger.create_subscription(
-                app_id, owner, email(f"{step.other}@x.io"), policy=LimitPolicy.EVICT
-            )
+            ledger.create_subscription(app_id, owner, email(f"{step.other}@x.io"))
         elif kind == "identify":
             ledger.set_external_id(app_id, owner, step.external_id)
         elif kind == "session":

@@ -49,8 +49,10 @@ def create_subscription(
     runtime: RuntimeDep,
     response: Response,
 ) -> SubscriptionBodyOut:
-    """201 new, 202 moved from another user (same type and token), 200 already here;
-    a 21st subscription is refused with 409."""
+    """201 new, 202 moved from another user (same type and token), 200 already here.
+    A user keeps at most 20: a 21st succeeds as usual and the least recently active
+    one moves to a new anonymous user (ownership cause ``evicted``), keeping at least
+    3 email and 3 SMS subscriptions, as OneSignal does."""
     user_id = user_id_for(runtime, app_id, alias_label, alias_id)
     outcome = runtime.ledger.create_subscription(
         app_id, user_id, subscription_spec(body.subscription)

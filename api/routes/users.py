@@ -64,7 +64,10 @@ def profile_change(body_identity: dict[str, str], properties: PropertiesIn | Non
     responses={200: {"model": UserOut, "description": "The identity named an existing user"}},
 )
 def create_user(body: UserIn, app_id: AppId, runtime: RuntimeDep, response: Response) -> UserOut:
-    """Create a user; an identity that already exists selects that user (200)."""
+    """Create a user; an identity that already exists selects that user (200) and
+    adds the subscriptions to it. Past 20 subscriptions the least recently active
+    ones move to new anonymous users (ownership cause ``evicted``); at most 20 in
+    one body (400)."""
     identity = dict(body.identity or {})
     specs = [subscription_spec(s) for s in body.subscriptions or ()]
     if not identity and not specs:
@@ -125,7 +128,9 @@ def _logout(runtime: Runtime, app_id: UUID, identity: dict[str, str], specs: lis
 # cost more than the read itself. Folds from the log (history routes) stay sync.
 @router.get(BY_ALIAS, response_model=UserOut, response_model_exclude_none=True)
 async def get_user(alias_label: str, alias_id: str, app_id: AppId, runtime: RuntimeDep) -> UserOut:
-    return profile_body(runtime, app_id, segment(alias_label), segment(alias_id))
+    return profile_body(
+        runtime, app_id, segment(alias_label, "alias_label"), segment(alias_id, "alias_id")
+    )
 
 
 @router.patch(
@@ -189,7 +194,7 @@ def delete_alias(
     alias_label: str, alias_id: str, alias_label_to_delete: str, app_id: AppId, runtime: RuntimeDep
 ) -> IdentityOut:
     user_id = user_id_for(runtime, app_id, alias_label, alias_id)
-    label = segment(alias_label_to_delete)
+    label = segment(alias_label_to_delete, "alias_label")
     if label == "onesignal_id":
         raise ApiError(400, "invalid-value", "onesignal_id cannot be deleted", "alias_label")
     if label == "external_id":

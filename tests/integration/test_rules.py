@@ -12,14 +12,12 @@ from domain.errors import (
     AliasConflict,
     AliasNotFound,
     InvalidValue,
-    SubscriptionLimitReached,
     SubscriptionNotFound,
     UserNotFound,
 )
 from domain.ledger import Ledger
 from domain.ownership import TokenTaken
 from domain.values import (
-    LimitPolicy,
     OwnershipCause,
     Purchase,
     SubscriptionType,
@@ -64,15 +62,22 @@ def test_reserved_or_malformed_alias_labels_are_refused(
         ledger.add_aliases(app_id, user_id, {label: "value"})
 
 
-def test_api_create_of_a_21st_subscription_is_refused(ledger: Ledger, app_id: UUID) -> None:
+def test_api_create_of_a_21st_subscription_evicts_instead_of_failing(
+    ledger: Ledger, app_id: UUID
+) -> None:
     user_id = ledger.create_user(app_id, subscriptions=[ios(f"t{i}") for i in range(20)]).user_id
+    before = set(ledger.read(app_id).user(user_id).subscriptions)
 
-    with pytest.raises(SubscriptionLimitReached):
-        ledger.create_subscription(app_id, user_id, ios("t20"))
+    added = ledger.create_subscription(app_id, user_id, ios("t20"))
     with pytest.raises(InvalidValue, match="subscriptions"):
         ledger.create_user(app_id, subscriptions=[ios(f"u{i}") for i in range(21)])
 
-    assert len(ledger.read(app_id).user(user_id).subscriptions) == 20
+    after = set(ledger.read(app_id).user(user_id).subscriptions)
+    assert added.status == "created"
+    assert len(after) == 20
+    # All 20 were created at one instant, so the tie goes by id.
+    assert before - after == {min(before, key=str)}
+    assert after - before == {added.subscription_id}
 
 
 def test_device_flow_21st_subscription_evicts_the_least_recently_active_push(
@@ -87,9 +92,7 @@ def test_device_flow_21st_subscription_evicts_the_least_recently_active_push(
         clock.advance(timedelta(minutes=5))
         ledger.record_session(app_id, subscription_id)
 
-    added = ledger.create_subscription(
-        app_id, user_id, ios("t-new"), cause=OwnershipCause.DEVICE, policy=LimitPolicy.EVICT
-    )
+    added = ledger.create_subscription(app_id, user_id, ios("t-new"), cause=OwnershipCause.DEVICE)
 
     user = ledger.read(app_id).user(user_id)
     assert added.status == "created"
@@ -106,7 +109,6 @@ def test_eviction_keeps_three_emails_and_three_sms(ledger: Ledger, app_id: UUID)
 
     ledger.create_subscription(
         app_id, user_id, email("e-new@x.io"), cause=OwnershipCause.DEVICE,
-        policy=LimitPolicy.EVICT,
     )  # fmt: skip
 
     kinds = list(ledger.read(app_id).user(user_id).subscriptions.values())

@@ -59,7 +59,7 @@ def test_event_times_never_go_backwards_within_an_aggregate() -> None:
     assert [e.timestamp for e in user.collect_events()] == [T0, T0]
 
 
-def test_eviction_takes_the_least_recently_active_push_first() -> None:
+def test_eviction_keeps_the_only_email_and_takes_the_least_recently_active_push() -> None:
     old_push = subscription(SubscriptionType.IOS_PUSH, T0, T0 + timedelta(days=1))
     fresh_push = subscription(SubscriptionType.ANDROID_PUSH, T0, T0 + timedelta(days=9))
     idle_email = subscription(SubscriptionType.EMAIL, T0 - timedelta(days=99), None)
