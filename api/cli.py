@@ -69,13 +69,16 @@ def serve(
         console.print(f"[red]idledger serve: {unreachable}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
     console.print(f"idledger on http://{host}:{port} (store {settings.store_url}); docs at /docs")
+    # Our access log (api/access_log.py) replaces uvicorn's, which prints raw paths;
+    # the environment carries the choice to the app factory in every worker process.
+    os.environ["IDLEDGER_ACCESS_LOG"] = "1" if access_log else "0"
     uvicorn.run(
         "api.main:create_app",
         factory=True,
         host=host,
         port=port,
         workers=workers,
-        access_log=access_log,
+        access_log=False,
     )
 
 

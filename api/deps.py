@@ -11,6 +11,7 @@ from fastapi import Depends, Header, Path, Request
 from api.errors import ApiError
 from api.runtime import Runtime
 from domain.errors import AppNotFound
+from domain.unit_of_work import start_writing
 
 
 # Dependencies are async so that lookups served on the event loop stay there.
@@ -18,6 +19,9 @@ async def get_runtime(request: Request) -> Runtime:
     """The runtime, unless the store is known to be down: then 503 at once."""
     runtime: Runtime = request.app.state.runtime
     runtime.gate.check()
+    # Runs in the request's own context, which the route's worker thread copies:
+    # the positions this request writes are noted from a clean slate.
+    start_writing()
     return runtime
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from api.access_log import AccessLog, access_log_enabled, configure_logger
 from api.errors import install_error_handlers
 from api.paths import BodyLimit, RawPathRouting
 from api.routes import apps, devices, health, history, subscriptions, users
@@ -35,8 +36,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (apps, users, subscriptions, history, devices, health):
         app.include_router(module.router)
-    app.add_middleware(RawPathRouting)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if access_log_enabled():  # IDLEDGER_ACCESS_LOG=1, set by `idledger serve --access-log`
+        configure_logger()
+        app.add_middleware(AccessLog)  # inside RawPathRouting: it reads the matched route
+    app.add_middleware(RawPathRouting)  # outermost: everything inside sees the raw path
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

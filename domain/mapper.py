@@ -15,6 +15,8 @@ from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import ValidationError
 
 from domain.base import DomainEvent
+from domain.keystore import KeyRing
+from domain.sealing import SEALED_KEY, WHOLE, SubjectErased, seal, unseal
 
 SCHEMA_VERSION_KEY = "schema_version"
 
@@ -65,10 +67,24 @@ class MapperValidationError(MapperDeserialisationError):
     """A stored payload no longer validates against its event class."""
 
 
+def _bound(topic: str, originator_id: UUID | str, version: int) -> bytes:
+    """What a sealed payload is bound to: it cannot be moved to another event."""
+    return f"{topic}|{originator_id}|{version}".encode()
+
+
 class PydanticMapper(Mapper[UUID]):
+    """Events to stored events and back; personal values sealed per subject when
+    the ledger has given the mapper its ``keyring`` (see ``domain.sealing``)."""
+
+    keyring: KeyRing | None = None
+
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         event = cast("DomainEvent[Any]", domain_event)
-        stored_state = self.transcoder.encode(event_state(event))
+        state = event_state(event)
+        topic = get_topic(type(event))
+        if self.keyring is not None:
+            self._seal(event, topic, state)
+        stored_state = self.transcoder.encode(state)
         if self.compressor:
             stored_state = self.compressor.compress(stored_state)
         if self.cipher:
@@ -76,9 +92,36 @@ class PydanticMapper(Mapper[UUID]):
         return StoredEvent(
             originator_id=event.originator_id,
             originator_version=event.originator_version,
-            topic=get_topic(type(event)),
+            topic=topic,
             state=stored_state,
         )
+
+    def _seal(self, event: DomainEvent[Any], topic: str, state: dict[str, Any]) -> None:
+        assert self.keyring is not None
+        kind = type(event)
+        subject = event.originator_id
+        if getattr(kind, "MAKES_SUBJECT_KEY", False):
+            key: bytes | None = self.keyring.new_key(subject)
+        elif getattr(kind, "PERSONAL", None):
+            key = self.keyring.key(subject, for_writing=True)
+        else:
+            return
+        if key is None:
+            raise SubjectErased(f"{subject} was erased: nothing more can be written about it")
+        personal: dict[str, Any] = getattr(kind, "PERSONAL", {})
+        seal(state, personal, key, subject, _bound(topic, subject, event.originator_version))
+
+    def unseal(self, stored_event: StoredEvent, state: dict[str, Any]) -> None:
+        """Put the personal values back, if the subject's key still exists."""
+        if SEALED_KEY not in state:
+            return
+        subject = UUID(str(stored_event.originator_id))
+        key = self.keyring.key(subject) if self.keyring is not None else None
+        bound = _bound(stored_event.topic, subject, stored_event.originator_version)
+        if not unseal(state, key, bound) and WHOLE in getattr(
+            resolve_topic(stored_event.topic), "PERSONAL", {}
+        ):
+            raise SubjectErased(f"{subject} was erased: its snapshot cannot be read")
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
         stored_state = stored_event.state
@@ -86,9 +129,8 @@ class PydanticMapper(Mapper[UUID]):
             stored_state = self.cipher.decrypt(stored_state)
         if self.compressor:
             stored_state = self.compressor.decompress(stored_state)
+        state = self.transcoder.decode(stored_state)
+        self.unseal(stored_event, state)
         return event_from_state(
-            stored_event.topic,
-            stored_event.originator_id,
-            stored_event.originator_version,
-            self.transcoder.decode(stored_state),
+            stored_event.topic, stored_event.originator_id, stored_event.originator_version, state
         )

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import Application, ProcessingEvent, Repository
@@ -25,10 +25,17 @@ from eventsourcing.persistence import (
     InternalError,
     ProgrammingError,
 )
-from eventsourcing.utils import get_topic
+from eventsourcing.utils import Environment, get_topic
 
 from domain.app import App, new_api_key
 from domain.errors import ConcurrencyConflict
+from domain.keystore import (
+    KeyRing,
+    KeyStore,
+    PostgresLedgerRecorder,
+    SQLiteLedgerRecorder,
+    master_key,
+)
 from domain.mapper import JsonTranscoder, PydanticMapper
 from domain.snapshot import (
     SNAPSHOT_INTERVAL,
@@ -97,6 +104,24 @@ class LedgerLog(Application[UUID]):
         Subscription: SNAPSHOT_INTERVAL,
     }
     snapshot_class = AggregateSnapshot
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(env)
+        # Personal values are sealed per subject (domain.sealing); the keys live
+        # beside the events, written and destroyed in the events' transactions.
+        self.keyring = KeyRing(master_key(self.env), cast(KeyStore, self.recorder))
+        self.mapper.keyring = self.keyring  # type: ignore[attr-defined]
+        self.recorder.keyring = self.keyring  # type: ignore[attr-defined]
+
+    def construct_env(self, name: str, env: Mapping[str, str] | None = None) -> Environment:
+        environment = super().construct_env(name, env)
+        recorder = (
+            SQLiteLedgerRecorder
+            if environment.get("PERSISTENCE_MODULE") == "eventsourcing.sqlite"
+            else PostgresLedgerRecorder
+        )
+        environment.setdefault("APPLICATION_RECORDER_TOPIC", get_topic(recorder))
+        return environment
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         # The library names each subclass after itself, which would silently point

@@ -22,6 +22,7 @@ from eventsourcing.utils import register_topic
 from pydantic import AwareDatetime, Field, TypeAdapter
 
 from domain.base import Aggregate, Value
+from domain.sealing import WHOLE
 
 SNAPSHOT_INTERVAL = 100  # events between two snapshots of one aggregate
 
@@ -89,6 +90,9 @@ class AggregateSnapshot(Value):
 
     TOPIC: ClassVar[str]
     class_version: ClassVar[int] = 1  # the envelope's format, not the aggregate's
+    # The whole state is sealed under the aggregate's data key: after an erasure
+    # a snapshot cannot be read at all, and is skipped.
+    PERSONAL: ClassVar[dict[str, Any]] = {WHOLE: None}
     aggregate_class: ClassVar[type[Aggregate]]
     RULES: ClassVar[int] = 1
 

@@ -4,12 +4,14 @@ address, a phone number) and the history of who owned it."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
 from pydantic import AwareDatetime, Field
 
 from domain.base import Aggregate, CreationEvent, DomainEvent
 from domain.errors import SubscriptionNotFound
+from domain.sealing import ERASED
 from domain.snapshot import AggregateSnapshot
 from domain.values import (
     DeviceInfo,
@@ -95,6 +97,11 @@ class Subscription(Aggregate):
 
 class SubscriptionCreated(CreationEvent[Subscription]):
     TOPIC = "idledger.subscription:Created"
+    MAKES_SUBJECT_KEY: ClassVar[bool] = True  # the subscription's data key is made with it
+    PERSONAL: ClassVar[dict[str, Any]] = {
+        f"spec.{name}": ERASED
+        for name in ("token", "web_auth", "web_p256", "device.installation_id")
+    }
 
     app_id: UUID
     spec: SubscriptionSpec
@@ -148,6 +155,10 @@ class SessionRecorded(DomainEvent[Subscription]):
 
 class SubscriptionUpdated(DomainEvent[Subscription]):
     TOPIC = "idledger.subscription:Updated"
+    PERSONAL: ClassVar[dict[str, Any]] = {
+        f"change.{name}": ERASED
+        for name in ("token", "web_auth", "web_p256", "device.installation_id")
+    }
 
     change: SubscriptionUpdate
 

@@ -31,6 +31,12 @@ def _note_written(position: int) -> None:
     _first_written.set(position if first is None else min(first, position))
 
 
+def start_writing() -> None:
+    """Forget positions noted before: a request (or any unit of work on the
+    caller's side) starts here."""
+    _first_written.set(None)
+
+
 def first_written() -> int | None:
     """The first position written since the last call in this context; resets it."""
     first = _first_written.get()
@@ -48,6 +54,7 @@ class UnitOfWork:
         self.at = at
         self._aggregates: dict[UUID, Aggregate | None] = {}
         self.position: int | None = None
+        self.keys_to_destroy: list[UUID] = []  # erasure: in the events' transaction
 
     def app(self) -> App:
         return self._load(self.app_id, App, AppNotFound)
@@ -95,7 +102,7 @@ class UnitOfWork:
         """Save every touched aggregate atomically; return the log position."""
         changed = [a for a in self._aggregates.values() if a is not None and a.pending_events]
         if changed:
-            recordings = self._store.save(*changed)
+            recordings = self._store.save(*changed, destroy_keys=self.keys_to_destroy)
             self.position = recordings[-1].notification.id if recordings else None
             if recordings:
                 _note_written(recordings[0].notification.id)

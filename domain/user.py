@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
 from pydantic import Field
 
 from domain.base import Aggregate, CreationEvent, DomainEvent
 from domain.errors import AliasNotFound, InvalidValue, UserNotFound, UserRetired
+from domain.sealing import ERASED, ERASED_ID
 from domain.snapshot import AggregateSnapshot
 from domain.values import (
     MAX_CUSTOM_ALIASES,
@@ -130,9 +132,13 @@ class User(Aggregate):
     def delete(self, at: datetime) -> None:
         self._trigger(UserDeleted(**self._next(at)))
 
+    def erase(self, subscriptions: list[UUID], at: datetime) -> None:
+        self._trigger(UserErased(**self._next(at), subscriptions=subscriptions))
+
 
 class UserCreated(CreationEvent[User]):
     TOPIC = "idledger.user:Created"
+    MAKES_SUBJECT_KEY: ClassVar[bool] = True  # the user's data key is made with it
 
     app_id: UUID
     cause: OwnershipCause
@@ -154,6 +160,7 @@ class UserCreated(CreationEvent[User]):
 
 class ExternalIdSet(DomainEvent[User]):
     TOPIC = "idledger.user:ExternalIdSet"
+    PERSONAL: ClassVar[dict[str, Any]] = {"external_id": ERASED_ID, "replaced": ERASED_ID}
 
     external_id: str
     replaced: str | None
@@ -164,6 +171,7 @@ class ExternalIdSet(DomainEvent[User]):
 
 class ExternalIdRemoved(DomainEvent[User]):
     TOPIC = "idledger.user:ExternalIdRemoved"
+    PERSONAL: ClassVar[dict[str, Any]] = {"external_id": ERASED_ID}
 
     external_id: str
 
@@ -173,6 +181,7 @@ class ExternalIdRemoved(DomainEvent[User]):
 
 class AliasAdded(DomainEvent[User]):
     TOPIC = "idledger.user:AliasAdded"
+    PERSONAL: ClassVar[dict[str, Any]] = {"alias_id": ERASED_ID, "replaced": ERASED_ID}
 
     label: str
     alias_id: str
@@ -184,6 +193,7 @@ class AliasAdded(DomainEvent[User]):
 
 class AliasRemoved(DomainEvent[User]):
     TOPIC = "idledger.user:AliasRemoved"
+    PERSONAL: ClassVar[dict[str, Any]] = {"alias_id": ERASED_ID}
 
     label: str
     alias_id: str
@@ -194,6 +204,7 @@ class AliasRemoved(DomainEvent[User]):
 
 class TagsChanged(DomainEvent[User]):
     TOPIC = "idledger.user:TagsChanged"
+    PERSONAL: ClassVar[dict[str, Any]] = {"assigned.*": ERASED}
 
     assigned: dict[str, str]
     removed: list[str]
@@ -206,6 +217,10 @@ class TagsChanged(DomainEvent[User]):
 
 class PropertiesChanged(DomainEvent[User]):
     TOPIC = "idledger.user:PropertiesChanged"
+    PERSONAL: ClassVar[dict[str, Any]] = {
+        f"changes.{name}": None
+        for name in ("language", "timezone_id", "country", "lat", "long", "ip")
+    }
 
     changes: UserProperties
 
@@ -215,6 +230,9 @@ class PropertiesChanged(DomainEvent[User]):
 
 class PurchaseRecorded(DomainEvent[User]):
     TOPIC = "idledger.user:PurchaseRecorded"
+    PERSONAL: ClassVar[dict[str, Any]] = {
+        "purchase.sku": ERASED, "purchase.amount": "0", "purchase.iso": "XXX",
+    }  # fmt: skip
 
     purchase: Purchase
 
@@ -261,6 +279,24 @@ class UserDeleted(DomainEvent[User]):
         aggregate.deleted = True
         aggregate.external_id = None
         aggregate.aliases = {}
+        aggregate.subscriptions = {}
+
+
+class UserErased(DomainEvent[User]):
+    """The person was forgotten: their data keys (the user's and those of the
+    subscriptions they held at the end) were destroyed with this event."""
+
+    TOPIC = "idledger.user:Erased"
+
+    subscriptions: list[UUID]
+
+    def apply(self, aggregate: User) -> None:
+        aggregate.deleted = True
+        aggregate.external_id = None
+        aggregate.aliases = {}
+        aggregate.tags = {}
+        aggregate.properties = UserProperties()
+        aggregate.purchases = []
         aggregate.subscriptions = {}
 
 

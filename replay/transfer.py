@@ -1,6 +1,11 @@
 """Export the ledger as JSON lines and import it into an empty store: events in
 order, with their original aggregate ids, versions, times and schema versions,
-so a ledger moves between SQLite and PostgreSQL and replays identically."""
+so a ledger moves between SQLite and PostgreSQL and replays identically.
+
+Personal values travel sealed: an export holds ciphertext and never a key. The
+keys move from the source store at import time (``keys_from``), as they are then,
+so a person erased after the export stays erased in the imported copy. Lines of
+the format before sealing (plain values) are sealed on the way in."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from cryptography.exceptions import InvalidTag
 from eventsourcing.persistence import StoredEvent
 from pydantic import ValidationError
 
@@ -18,6 +24,7 @@ from domain import claim as _claim  # noqa: F401
 from domain import subscription as _subscription  # noqa: F401
 from domain import user as _user  # noqa: F401
 from domain.mapper import event_from_state
+from domain.sealing import SEALED_KEY
 from domain.service import LedgerLog
 
 PAGE = 1000
@@ -67,7 +74,7 @@ def _belongs(notification: Any, state: dict[str, Any], app_id: str, members: set
     return False
 
 
-def read_lines(lines: Iterable[str]) -> list[StoredEvent]:
+def read_lines(lines: Iterable[str], log: LedgerLog | None = None) -> list[StoredEvent]:
     """Parse and validate every line before anything is written."""
     events: list[StoredEvent] = []
     last_id = 0
@@ -84,24 +91,44 @@ def read_lines(lines: Iterable[str]) -> list[StoredEvent]:
                 raise ValueError("state must be a JSON object")
             if position <= last_id:
                 raise ValueError(f"id {position} is not after {last_id}: events must be in order")
-            event_from_state(topic, originator_id, version, dict(state))  # validates
+            unsealed = {k: v for k, v in state.items() if k != SEALED_KEY}
+            event = event_from_state(topic, originator_id, version, unsealed)  # validates
         except (ValueError, KeyError, TypeError, ValidationError) as error:
             raise ImportRefused(f"line {number}: {error}") from None
         except Exception as error:  # an unknown topic, an upcast that fails
             raise ImportRefused(f"line {number}: {type(error).__name__}: {error}") from None
         last_id = position
+        if log is not None and SEALED_KEY not in state and getattr(event, "PERSONAL", None):
+            events.append(log.mapper.to_stored_event(event))  # plain values: seal them now
+            continue
         encoded = json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode()
         events.append(StoredEvent(originator_id, version, topic, encoded))
     return events
 
 
-def import_events(log: LedgerLog, lines: Iterable[str], *, append: bool = False) -> Imported:
-    """All events in one transaction, or none."""
+def import_events(
+    log: LedgerLog,
+    lines: Iterable[str],
+    *,
+    append: bool = False,
+    keys_from: LedgerLog | None = None,
+) -> Imported:
+    """All events in one transaction, or none; with ``keys_from``, the data keys of
+    the imported subjects are copied from that store (both under one master key)."""
     if not append and (log.recorder.max_notification_id() or 0) > 0:
         raise ImportRefused("the store is not empty; use --append to add to it")
-    events = read_lines(lines)
+    events = read_lines(lines, log)
     if not events:
         return Imported(0, None, None)
+    if keys_from is not None:
+        subjects = {UUID(str(event.originator_id)) for event in events}
+        try:
+            log.keyring.adopt(keys_from.recorder.load_all(subjects))  # type: ignore[attr-defined]
+        except InvalidTag:
+            raise ImportRefused(
+                "the source store's data keys are wrapped under another master key: set "
+                "IDLEDGER_MASTER_KEY to the source's"
+            ) from None
     try:
         recordings = log.recorder.insert_events(events)
     except Exception as error:  # e.g. an aggregate version already in the store

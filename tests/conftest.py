@@ -25,6 +25,10 @@ POSTGRES_SKIP_REASON = (
     " to run it (.ci/run does)"
 )
 INDEX_KEY = bytes(range(32))
+MASTER_KEY = bytes(range(32, 64))
+# Every process of a test store (subprocesses too) seals personal values under
+# keys wrapped by this master key; PostgreSQL stores require one.
+os.environ.setdefault("IDLEDGER_MASTER_KEY", MASTER_KEY.hex())
 
 settings.register_profile(
     "idledger", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -5,6 +5,7 @@ it can be retried after a fix."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -131,7 +132,10 @@ def _idledger(settings: Settings, *args: str) -> subprocess.CompletedProcess[str
     return subprocess.run(
         [str(executable), *args, "--store-url", settings.store_url],
         capture_output=True, text=True, timeout=60, check=False,
-        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "IDLEDGER_INDEX_KEY": INDEX_KEY.hex()},
+        env={
+            "COLUMNS": "200", "PATH": "/usr/bin:/bin", "IDLEDGER_INDEX_KEY": INDEX_KEY.hex(),
+            "IDLEDGER_MASTER_KEY": os.environ["IDLEDGER_MASTER_KEY"],
+        },
     )  # fmt: skip
 
 

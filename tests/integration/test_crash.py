@@ -39,7 +39,7 @@ def fill_log(env: dict[str, str]) -> int:
 def copy_log(source: dict[str, str], target: dict[str, str]) -> None:
     origin, copy = LedgerLog(source), LedgerLog(target)
     try:
-        import_events(copy, export_lines(origin))
+        import_events(copy, export_lines(origin), keys_from=origin)
     finally:
         origin.close()
         copy.close()

@@ -195,11 +195,11 @@ def test_export_from_sqlite_and_import_into_each_store_replays_identically(
     small_ledger(source)
     caught_up(ReadModels(sqlite_env)).close()
     lines = list(export_lines(source))
-    source.close()
 
     with fresh_store(store_kind) as target:
         log = LedgerLog(target)
-        imported = import_events(log, lines)
+        imported = import_events(log, lines, keys_from=source)
+        source.close()
         with pytest.raises(ImportRefused, match="not empty"):
             import_events(log, lines)
         log.close()

@@ -295,7 +295,7 @@ def test_snapshots_stay_out_of_the_log_and_an_imported_copy_answers_the_same(
     with fresh_store(store_kind) as env:
         log = LedgerLog(env)
         try:
-            import_events(log, lines)
+            import_events(log, lines, keys_from=ledger)
         finally:
             log.close()
         copy = SnapshottingLedger(env, index_key=INDEX_KEY, clock=FakeClock())
