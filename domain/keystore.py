@@ -243,6 +243,11 @@ class _KeyedRecorder:
 
 
 class SQLiteLedgerRecorder(_KeyedRecorder, SQLiteApplicationRecorder):
+    def wipe_freed_pages(self) -> None:
+        """Fold the WAL (which still holds destroyed keys' old pages) into the file."""
+        with self.datastore.get_connection(commit=True) as connection:
+            connection._sqlite_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def construct_create_table_statements(self) -> list[str]:
         return [
             *super().construct_create_table_statements(),
@@ -261,6 +266,9 @@ class SQLiteLedgerRecorder(_KeyedRecorder, SQLiteApplicationRecorder):
 
 class PostgresLedgerRecorder(_KeyedRecorder, PostgresApplicationRecorder):
     placeholder = "%s"
+
+    def wipe_freed_pages(self) -> None:
+        """PostgreSQL keeps dead tuples until VACUUM (the README says so)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from domain import history
 from domain.claim import EXTERNAL_ID_NAMESPACE, alias_namespace
+from domain.erasure import Erasure, erase_user
 from domain.errors import AliasConflict, InvalidValue
 from domain.ownership import add_subscription, change_token, move_subscription, remove_subscription
 from domain.service import LedgerBase, SubscriptionOutcome, UserOutcome
@@ -160,6 +161,10 @@ class Ledger(LedgerBase):
             user.delete(uow.at)
 
         return self._on_user(app_id, user_id, delete)
+
+    def erase_user(self, app_id: UUID, user_id: UUID) -> Erasure:
+        """Delete the user and destroy its data keys (see ``domain.erasure``)."""
+        return erase_user(self, app_id, user_id)
 
     # Login and logout, as OneSignal's SDKs perform them ----------------------
 

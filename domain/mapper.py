@@ -78,12 +78,16 @@ class PydanticMapper(Mapper[UUID]):
 
     keyring: KeyRing | None = None
 
-    def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
+    def to_stored_event(
+        self, domain_event: DomainEventProtocol[UUID], *, existing: bool = False
+    ) -> StoredEvent:
+        """``existing``: the event is already in the store (being sealed in place),
+        so its subject's key is made and stored now rather than with new events."""
         event = cast("DomainEvent[Any]", domain_event)
         state = event_state(event)
         topic = get_topic(type(event))
         if self.keyring is not None:
-            self._seal(event, topic, state)
+            self._seal(event, topic, state, existing)
         stored_state = self.transcoder.encode(state)
         if self.compressor:
             stored_state = self.compressor.compress(stored_state)
@@ -96,11 +100,13 @@ class PydanticMapper(Mapper[UUID]):
             state=stored_state,
         )
 
-    def _seal(self, event: DomainEvent[Any], topic: str, state: dict[str, Any]) -> None:
+    def _seal(
+        self, event: DomainEvent[Any], topic: str, state: dict[str, Any], existing: bool
+    ) -> None:
         assert self.keyring is not None
         kind = type(event)
         subject = event.originator_id
-        if getattr(kind, "MAKES_SUBJECT_KEY", False):
+        if getattr(kind, "MAKES_SUBJECT_KEY", False) and not existing:
             key: bytes | None = self.keyring.new_key(subject)
         elif getattr(kind, "PERSONAL", None):
             key = self.keyring.key(subject, for_writing=True)

@@ -67,6 +67,13 @@ class UnitOfWork:
         user.require_live()
         return user
 
+    def any_user(self, user_id: UUID) -> User:
+        """A user of this app whatever its state (deleted, retired): for erasure."""
+        user = self._load(user_id, User, UserNotFound)
+        if user.app_id != self.app_id:
+            raise UserNotFound(user_id)
+        return user
+
     def subscription(self, subscription_id: UUID) -> Subscription:
         subscription = self._load(subscription_id, Subscription, SubscriptionNotFound)
         if subscription.app_id != self.app_id:

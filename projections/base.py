@@ -49,6 +49,8 @@ class ReadModel(Projection[V], Generic[V]):
             for event in events:
                 page.apply(event)
             page.flush()
+        if getattr(page, "erased", False):
+            self.view.wipe_freed_pages()
 
     def open_page(self, writer: Writer) -> Page:
         """Read models that gain from folding a page in memory return their own page;

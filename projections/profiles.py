@@ -14,7 +14,7 @@ from uuid import UUID
 
 from domain.base import DomainEvent
 from domain.subscription import Subscription
-from domain.user import User
+from domain.user import User, UserErased
 from projections.base import ReadModel, micros
 from projections.dead_letters import DEAD_LETTER_COLUMNS
 from projections.sql import PostgresSqlView, SQLiteSqlView, SqlView, Writer
@@ -143,6 +143,7 @@ class _ProfilesPage:
         self.users: dict[UUID, User | None] = {}
         self.identity_before: dict[UUID, dict[str, str]] = {}
         self.subscriptions: dict[UUID, Subscription | None] = {}
+        self.erased = False  # the page erased someone: old pages of the file are wiped
 
     def apply(self, event: DomainEvent[Any]) -> None:
         self.events.append(event)
@@ -215,6 +216,21 @@ class _ProfilesPage:
                 if s is not None
             ],
         )  # fmt: skip
+        self._forget_erased()
+
+    def _forget_erased(self) -> None:
+        """An erased person leaves no row here: not the user, not the subscriptions
+        whose keys went with them (the ownership read model keeps the shape)."""
+        erasures = [e for e in self.events if isinstance(e, UserErased)]
+        self.writer.many(
+            "DELETE FROM {profile_users} WHERE user_id = ?",
+            [(str(e.originator_id),) for e in erasures],
+        )
+        self.writer.many(
+            "DELETE FROM {profile_subscriptions} WHERE subscription_id = ?",
+            [(str(s),) for e in erasures for s in e.subscriptions],
+        )
+        self.erased = bool(erasures)
 
     def _sync_aliases(self, users: list[User]) -> None:
         """All removals before all additions: within a page an alias may pass from

@@ -129,6 +129,10 @@ class SqlView(TrackingRecorder):
             if tracking is not None:
                 self._insert_tracking(cursor, tracking)  # type: ignore[attr-defined]
 
+    def wipe_freed_pages(self) -> None:
+        """After an erasure: leave no copy of deleted rows in the store's files.
+        (PostgreSQL keeps dead tuples until VACUUM; the README says so.)"""
+
     def dead_letters(self) -> list[DeadLetter]:
         rows = self.all(f"SELECT * FROM {{{self.DEAD_LETTERS}}} ORDER BY position")
         return [DeadLetter.from_row(row) for row in rows]
@@ -235,9 +239,17 @@ class SQLiteSqlView(SqlView, SQLiteTrackingRecorder):
         with self.datastore.get_connection(commit=True) as connection:
             if connection not in self._tuned:
                 connection._sqlite_conn.execute("PRAGMA synchronous=NORMAL")
+                # Deleted rows (an erased person's) are overwritten, not left in free pages.
+                connection._sqlite_conn.execute("PRAGMA secure_delete=ON")
                 self._tuned.add(connection)
             with connection.transaction(commit=True) as cursor:
                 yield cursor
+
+    def wipe_freed_pages(self) -> None:
+        # The WAL still holds the pages as they were before the delete: fold it
+        # into the (securely deleted) file and truncate it.
+        with self.datastore.get_connection(commit=True) as connection:
+            connection._sqlite_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close_readers(self) -> None:
         with self._readers_lock:

@@ -31,6 +31,7 @@ from projections.lock import ProjectionBusy
 from replay.audit import audit_subscription, audit_user, event_json
 from replay.csv_import import RowRejected, import_csv
 from replay.dead_letters_cli import dead_letters_command
+from replay.privacy_cli import erase_command, seal_command
 from replay.rebuild import rebuild, swap_in, verify
 from replay.transfer import ImportRefused, export_lines, import_events
 
@@ -218,18 +219,30 @@ def export(
 def import_command(
     source: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="events.jsonl")],
     append: Annotated[bool, typer.Option(help="Add to a store that already has events.")] = False,
+    keys_from: Annotated[
+        str | None,
+        typer.Option(
+            help="Store URL of the ledger the export came from: its data keys (as they are "
+            "now: erased people stay erased) are copied with the events. Without it the "
+            "imported personal values cannot be read. Both stores need the same "
+            "IDLEDGER_MASTER_KEY."
+        ),
+    ] = None,
     store_url: StoreUrl = None,
 ) -> None:
     """Import an export into an empty store: all events or, on bad input, none."""
     log = LedgerLog(_env(store_url))
+    source_log = LedgerLog(_env(keys_from)) if keys_from else None
     try:
         with source.open(encoding="utf-8") as lines:
-            imported = import_events(log, lines, append=append)
+            imported = import_events(log, lines, append=append, keys_from=source_log)
     except ImportRefused as refused:
         errors.print(f"[red]import refused[/red]: {refused}")
         raise typer.Exit(1) from None
     finally:
         log.close()
+        if source_log is not None:
+            source_log.close()
     console.print(
         f"imported {imported.events} events "
         f"(positions {imported.first_position}..{imported.last_position})"
@@ -266,3 +279,5 @@ def register(app: typer.Typer) -> None:
     app.command("import")(import_command)
     app.command("import-csv")(import_csv_command)
     app.command("dead-letters")(dead_letters_command)
+    app.command("erase")(erase_command)
+    app.command("seal")(seal_command)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
 from api.convert import (
     identity_of,
@@ -161,10 +161,31 @@ def update_user(
 
 @router.delete(BY_ALIAS, response_model=dict[str, Any])
 def delete_user(
-    alias_label: str, alias_id: str, app_id: AppId, runtime: RuntimeDep
+    alias_label: str,
+    alias_id: str,
+    app_id: AppId,
+    runtime: RuntimeDep,
+    erase: Annotated[
+        bool,
+        Query(
+            description="Also forget the person: destroy the data keys of the user and of "
+            "its subscriptions, so its personal values become unreadable everywhere (the "
+            "log, snapshots, exports, backups). By onesignal_id a deleted or merged-away "
+            "user can be erased too; erasing again answers the same."
+        ),
+    ] = False,
 ) -> dict[str, Any]:
-    user_id = user_id_for(runtime, app_id, alias_label, alias_id)
-    runtime.written(runtime.ledger.delete_user(app_id, user_id).position)
+    if erase and segment(alias_label, "alias_label") == "onesignal_id":
+        try:
+            user_id = UUID(segment(alias_id, "alias_id"))
+        except ValueError:
+            raise UserNotFound(alias_id) from None
+    else:
+        user_id = user_id_for(runtime, app_id, alias_label, alias_id)
+    if erase:
+        runtime.written(runtime.ledger.erase_user(app_id, user_id).position)
+    else:
+        runtime.written(runtime.ledger.delete_user(app_id, user_id).position)
     return {}
 
 
