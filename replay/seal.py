@@ -83,5 +83,7 @@ def _drop_snapshots(log: LedgerLog, sqlite: bool) -> int:
     with recorder.datastore.transaction(commit=True) as cursor:
         if sqlite:
             cursor.execute("PRAGMA secure_delete = ON")
+        cursor.execute(f"SELECT COUNT(*) AS n FROM {table}")
+        row = cursor.fetchone()
         cursor.execute(f"DELETE FROM {table}")
-        return int(cursor.rowcount or 0)
+        return int(row["n"]) if row else 0
