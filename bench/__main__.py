@@ -14,16 +14,17 @@ from bench.harness import Row, machine
 from bench.ingest import bench_ingest
 from bench.lag import bench_lag
 from bench.lookups import bench_lookups
+from bench.privacy import bench_sealing
 from bench.queries import bench_mau, bench_point_in_time
 from bench.replay_bench import bench_replay
 
 SIZES: dict[str, dict[str, Any]] = {
     "quick": {"rounds": 150, "replay": 10_000, "lookup_users": 10_000, "devices": 10,
               "pit": 2_000, "lag_rounds": 80, "workers": 2, "connections": [1, 4, 16],
-              "wrk_seconds": 3},
+              "wrk_seconds": 3, "sealing_replay": 10_000},
     "full": {"rounds": 1_000, "replay": 1_000_000, "lookup_users": 1_000_000, "devices": 40,
              "pit": 10_000, "lag_rounds": 500, "workers": 2, "connections": [1, 2, 4, 8, 16],
-             "wrk_seconds": 10},
+             "wrk_seconds": 10, "sealing_replay": 200_000},
 }  # fmt: skip
 
 
@@ -31,6 +32,7 @@ def plan(size: dict[str, Any], kind: str) -> list[tuple[str, Callable[[], list[R
     workers = 1 if kind == "sqlite" else size["workers"]
     return [
         ("ingest", lambda: bench_ingest(kind, size["rounds"])),
+        ("privacy", lambda: bench_sealing(kind, size["rounds"], size["sealing_replay"])),
         ("replay", lambda: bench_replay(kind, size["replay"])),
         (
             "lookups",

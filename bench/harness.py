@@ -24,6 +24,9 @@ POSTGRES_URL = os.environ.get(
     "IDLEDGER_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
 )
 INDEX_KEY = bytes(range(32))
+# Every store the harness makes (and every server it starts) seals personal values
+# under data keys wrapped by this master key; PostgreSQL stores require one.
+os.environ.setdefault("IDLEDGER_MASTER_KEY", bytes(range(32, 64)).hex())
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import os
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -41,6 +42,11 @@ def placeholder_for(template: Any, subject: UUID) -> Any:
     return f"{ERASED}:{subject}" if isinstance(template, ErasedId) else template
 
 
+@lru_cache(maxsize=65_536)
+def _cipher(key: bytes) -> AESGCM:
+    return AESGCM(key)
+
+
 def seal(
     state: dict[str, Any], personal: dict[str, Any], key: bytes, subject: UUID, bound: bytes
 ) -> None:
@@ -57,7 +63,7 @@ def seal(
                 _put(state, concrete, placeholder_for(template, subject))
     if taken:
         nonce = os.urandom(NONCE_BYTES)
-        ciphertext = AESGCM(key).encrypt(nonce, orjson.dumps(taken), bound)
+        ciphertext = _cipher(key).encrypt(nonce, orjson.dumps(taken), bound)
         state[SEALED_KEY] = base64.b64encode(nonce + ciphertext).decode()
 
 
@@ -70,7 +76,7 @@ def unseal(state: dict[str, Any], key: bytes | None, bound: bytes) -> bool:
     if key is None:
         return False
     raw = base64.b64decode(sealed)
-    taken = orjson.loads(AESGCM(key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], bound))
+    taken = orjson.loads(_cipher(key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], bound))
     for concrete, value in taken:
         if concrete:
             _put(state, concrete, value)

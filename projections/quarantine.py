@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from typing import TYPE_CHECKING, Any, TypeAlias
+from uuid import UUID
 
 from eventsourcing.persistence import Notification, Tracking
 
@@ -27,6 +28,9 @@ PageItem: TypeAlias = tuple[int, "DomainEvent[Any] | Undecodable"]
 
 def decode(log_: LedgerLog, notifications: Sequence[Notification]) -> list[PageItem]:
     """Decode a page; a notification that does not decode becomes ``Undecodable``."""
+    keyring = getattr(log_, "keyring", None)
+    if keyring is not None:  # the page's data keys in one query, not one per subject
+        keyring.prefetch(UUID(str(n.originator_id)) for n in notifications)
     try:
         return [(n.id, log_.mapper.to_domain_event(n)) for n in notifications]  # type: ignore[misc]
     except Exception:  # rare: find which ones, one at a time
