@@ -19,7 +19,8 @@ from rich.table import Table
 
 from api.demo import run_login_scenario
 from api.runtime import StoreUnreachable, check_store
-from api.settings import Settings, open_ledger, store_env
+from api.settings import Settings, SettingsError, open_ledger, store_env
+from domain.keystore import MasterKeyMissing
 from domain.ledger import Ledger
 from domain.user import User
 from projections.engine import READ_MODELS
@@ -68,6 +69,9 @@ def serve(
     except StoreUnreachable as unreachable:
         console.print(f"[red]idledger serve: {unreachable}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
+    except (SettingsError, MasterKeyMissing) as wrong:
+        console.print(f"[red]idledger serve: {wrong}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
     console.print(f"idledger on http://{host}:{port} (store {settings.store_url}); docs at /docs")
     # Our access log (api/access_log.py) replaces uvicorn's, which prints raw paths;
     # the environment carries the choice to the app factory in every worker process.
@@ -84,7 +88,8 @@ def serve(
 
 @app.command("new-key")
 def new_key() -> None:
-    """Print a fresh IDLEDGER_INDEX_KEY (needed by every process sharing a PostgreSQL store)."""
+    """Print a fresh secret for IDLEDGER_INDEX_KEY or IDLEDGER_MASTER_KEY (PostgreSQL
+    stores need both, the same in every process sharing the store)."""
     console.print(secrets.token_hex(32))
 
 

@@ -39,8 +39,13 @@ class Erasure:
 def erase_user(ledger: LedgerBase, app_id: UUID, user_id: UUID) -> Erasure:
     ledger.read(app_id).any_user(user_id)  # of this app (another app's: not found)
     history = _history(ledger, user_id)
-    if any(isinstance(event, UserErased) for event in history):
-        return Erasure(None, user_id, [], already=True)
+    erased = [event for event in history if isinstance(event, UserErased)]
+    if erased:
+        # Destroyed again: harmless, and it undoes a restored key-table backup.
+        subjects = [user_id, *erased[-1].subscriptions]
+        ledger.recorder.destroy(subjects)  # type: ignore[attr-defined]
+        ledger.keyring.forget(subjects)
+        return Erasure(None, user_id, erased[-1].subscriptions, already=True)
     ever_attached = {e.subscription_id for e in history if isinstance(e, SubscriptionAttached)}
 
     def erase(uow: UnitOfWork) -> list[UUID]:

@@ -221,6 +221,13 @@ class _KeyedRecorder:
                 destroyed,
             )
 
+    def destroy(self, subjects: Sequence[UUID]) -> None:
+        """Destroy keys outside an erasure's transaction: erasing again, after a
+        key-table backup older than the erasure was restored."""
+        datastore: Any = getattr(self, "datastore")  # noqa: B009 (set by the library)
+        with datastore.transaction(commit=True) as cursor:
+            self.write_keys(cursor, [], {"destroy_keys": subjects})
+
     def load_all(self, subjects: Iterable[UUID]) -> dict[UUID, bytes | None]:
         """The wrapped keys (``None``: destroyed) of those subjects that have a row."""
         datastore: Any = getattr(self, "datastore")  # noqa: B009 (set by the library)
