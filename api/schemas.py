@@ -11,8 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from domain.errors import InvalidValue
-from domain.values import Int32, SubscriptionType, text_problem
+from domain.values import Int32, SubscriptionType, refuse_unstorable
 
 MAX_TAGS = 100
 LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z, the last instant Python can hold
@@ -29,21 +28,6 @@ class Body(BaseModel):
         body runs this first, so the path is the full one."""
         refuse_unstorable(data, "")
         return data
-
-
-def refuse_unstorable(data: Any, path: str) -> None:
-    if isinstance(data, str):
-        if (problem := text_problem(data)) is not None:
-            raise InvalidValue(path or "body", problem)
-    elif isinstance(data, dict):
-        for key, value in data.items():
-            inner = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and (problem := text_problem(key)) is not None:
-                raise InvalidValue(path or "body", f"a key {problem}")
-            refuse_unstorable(value, inner)
-    elif isinstance(data, list):
-        for index, value in enumerate(data):
-            refuse_unstorable(value, f"{path}.{index}" if path else str(index))
 
 
 Identity = Annotated[dict[str, Annotated[str, Field(max_length=128)]], Field(max_length=22)]

@@ -11,7 +11,7 @@ import re
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 from zoneinfo import available_timezones
 
 from pydantic import AfterValidator, AwareDatetime, Field, field_validator
@@ -119,6 +119,23 @@ def text_problem(value: str, *, identifier: bool = False) -> str | None:
     if found.group() == "\x00":
         return "holds a NUL character (U+0000), which the store cannot hold"
     return f"holds the control character U+{ord(found.group()):04X}, which is not allowed here"
+
+
+def refuse_unstorable(data: Any, path: str) -> None:
+    """Refuse the first unstorable string in a JSON value (keys included), naming
+    its path: request bodies and imported payloads."""
+    if isinstance(data, str):
+        if (problem := text_problem(data)) is not None:
+            raise InvalidValue(path or "body", problem)
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            inner = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and (problem := text_problem(key)) is not None:
+                raise InvalidValue(path or "body", f"a key {problem}")
+            refuse_unstorable(value, inner)
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            refuse_unstorable(value, f"{path}.{index}" if path else str(index))
 
 
 def check_text(field: str, value: str, *, identifier: bool = False) -> str:

@@ -23,9 +23,11 @@ from domain import app as _app  # noqa: F401  (registers the event topics)
 from domain import claim as _claim  # noqa: F401
 from domain import subscription as _subscription  # noqa: F401
 from domain import user as _user  # noqa: F401
+from domain.errors import InvalidValue
 from domain.mapper import event_from_state
 from domain.sealing import SEALED_KEY
 from domain.service import LedgerLog
+from domain.values import refuse_unstorable
 
 PAGE = 1000
 
@@ -91,8 +93,11 @@ def read_lines(lines: Iterable[str], log: LedgerLog | None = None) -> list[Store
                 raise ValueError("state must be a JSON object")
             if position <= last_id:
                 raise ValueError(f"id {position} is not after {last_id}: events must be in order")
+            refuse_unstorable(state, "state")  # the edge's text rules hold for imports too
             unsealed = {k: v for k, v in state.items() if k != SEALED_KEY}
             event = event_from_state(topic, originator_id, version, unsealed)  # validates
+        except InvalidValue as error:
+            raise ImportRefused(f"line {number}: {error.message}") from None
         except (ValueError, KeyError, TypeError, ValidationError) as error:
             raise ImportRefused(f"line {number}: {error}") from None
         except Exception as error:  # an unknown topic, an upcast that fails

@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 from uuid import UUID
 
+import pytest
 from eventsourcing.persistence import StoredEvent
 
 from domain.ledger import Ledger
 from domain.service import LedgerLog
-from replay.transfer import import_events
+from replay.transfer import ImportRefused, import_events
 from tests.api.test_erasure import _raw_store_text
 from tests.conftest import INDEX_KEY, store_url
 
@@ -149,3 +150,17 @@ def test_idledger_erase_forgets_a_person_and_says_so_once(store: dict[str, str])
     finally:
         ledger.close()
     assert not [value for value in PLAIN_VALUES[:1] + PLAIN_VALUES[2:4] if value in "".join(events)]
+
+
+def test_import_refuses_a_line_whose_values_no_store_can_hold(store: dict[str, str]) -> None:
+    records = _records()
+    poisoned = next(r for r in records if r["topic"] == "idledger.user:ExternalIdSet")
+    poisoned["state"]["external_id"] = "a\u0000b"  # type: ignore[index]
+    lines = [json.dumps(r) for r in records]
+    log = LedgerLog(store)
+    try:
+        with pytest.raises(ImportRefused, match="NUL"):
+            import_events(log, lines)
+        assert (log.recorder.max_notification_id() or 0) == 0  # nothing written
+    finally:
+        log.close()
