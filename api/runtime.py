@@ -71,13 +71,20 @@ class Runtime:
     def written(self, position: int | None) -> None:
         """Read-your-writes: wake the projector, then wait (bounded) for it. A write
         whose read models are not there in time answers 503 (it is durable: the
-        client retries and finds it), never an answer read from a stale model."""
-        first = first_written()
+        client retries and finds it), never an answer read from a stale model.
+
+        A command that wrote nothing (``position`` None: a repeat, or the loser of
+        a race, which found the winner's user or subscription through the ledger's
+        claims) still answers from the read models, which may not hold the winner's
+        write yet: it waits for the log head as it is now instead."""
+        first = first_written()  # once: it resets what this request wrote
         if self.projector is not None:
             self.projector.nudge()
-        if not self.models.wait_for(position, self.settings.consistency_timeout):
-            assert position is not None
-            raise unavailable("read-model-behind", self._behind(position))
+        wanted = position if position is not None else self.ledger.recorder.max_notification_id()
+        if not self.models.wait_for(wanted or None, self.settings.consistency_timeout):
+            assert wanted is not None
+            raise unavailable("read-model-behind", self._behind(wanted, position is not None))
+        # Only what this request wrote can fail it: the head may hold others' events.
         set_aside = self.models.set_aside(first, position) if first and position else []
         if set_aside:
             raise unavailable(
@@ -87,12 +94,13 @@ class Runtime:
                 "(`idledger dead-letters` lists it); retry once it is resolved",
             )
 
-    def _behind(self, position: int) -> str:
+    def _behind(self, position: int, wrote: bool = True) -> str:
         why = ""
         if self.projector is not None and self.projector.error is not None:
             why = f" (projector: {describe(self.projector.error)})"
+        what = "written at" if wrote else "nothing written; the log head is at"
         return (
-            f"written at log position {position}, but the read models "
+            f"{what} log position {position}, but the read models "
             f"({', '.join(self.models.behind(position))}) have not applied it within "
             f"{self.settings.consistency_timeout:g} s{why}; retry the request"
         )

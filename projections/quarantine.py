@@ -15,6 +15,7 @@ from uuid import UUID
 from eventsourcing.persistence import Notification, Tracking
 
 from domain.base import DomainEvent
+from domain.sealing import SEALED_KEY
 from projections.dead_letters import HELD, DeadLetter, Undecodable, describe, is_store_failure
 
 if TYPE_CHECKING:
@@ -30,7 +31,8 @@ def decode(log_: LedgerLog, notifications: Sequence[Notification]) -> list[PageI
     """Decode a page; a notification that does not decode becomes ``Undecodable``."""
     keyring = getattr(log_, "keyring", None)
     if keyring is not None:  # the page's data keys in one query, not one per subject
-        keyring.prefetch(UUID(str(n.originator_id)) for n in notifications)
+        sealed = f'"{SEALED_KEY}"'.encode()
+        keyring.prefetch(UUID(str(n.originator_id)) for n in notifications if sealed in n.state)
     try:
         return [(n.id, log_.mapper.to_domain_event(n)) for n in notifications]  # type: ignore[misc]
     except Exception:  # rare: find which ones, one at a time

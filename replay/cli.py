@@ -23,13 +23,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from api.settings import Settings, open_ledger, store_env
+from api.settings import Settings, store_env
 from domain.errors import LedgerError
 from domain.service import LedgerLog
 from projections.engine import READ_MODELS
 from projections.lock import ProjectionBusy
 from replay.audit import audit_subscription, audit_user, event_json
-from replay.csv_import import RowRejected, import_csv
+from replay.backup_cli import backup_command, restore_command
+from replay.csv_cli import import_csv_command
 from replay.dead_letters_cli import dead_letters_command
 from replay.privacy_cli import erase_command, seal_command
 from replay.rebuild import rebuild, swap_in, verify
@@ -207,10 +208,15 @@ def export(
     app: Annotated[UUID | None, typer.Option(help="Only this app's aggregates.")] = None,
     store_url: StoreUrl = None,
 ) -> None:
-    """Write the ledger's events to standard output, one JSON object per line."""
-    log = LedgerLog(_env(store_url))
+    """Write the ledger's events to standard output, one JSON object per line,
+    between a header line and a trailer line (count, last position, SHA-256)."""
+    from api.settings import resolve_index_key
+
+    env = _env(store_url)
+    index_key = resolve_index_key(Settings(), env)
+    log = LedgerLog(env)
     try:
-        for line in export_lines(log, app):
+        for line in export_lines(log, app, index_key=index_key):
             sys.stdout.write(line + "\n")
     finally:
         log.close()
@@ -228,15 +234,25 @@ def import_command(
             "IDLEDGER_MASTER_KEY."
         ),
     ] = None,
+    legacy: Annotated[
+        bool,
+        typer.Option(help="Accept an export of the previous release (no header: no digest)."),
+    ] = False,
     store_url: StoreUrl = None,
 ) -> None:
     """Import an export into an empty store: all events or, on bad input, none."""
-    log = LedgerLog(_env(store_url))
+    from api.settings import SettingsError, resolve_index_key
+
+    env = _env(store_url)
+    log = LedgerLog(env)
     source_log = LedgerLog(_env(keys_from)) if keys_from else None
     try:
+        index_key = resolve_index_key(Settings(), env)
         with source.open(encoding="utf-8") as lines:
-            imported = import_events(log, lines, append=append, keys_from=source_log)
-    except ImportRefused as refused:
+            imported = import_events(
+                log, lines, index_key=index_key, append=append, keys_from=source_log, legacy=legacy
+            )
+    except (ImportRefused, SettingsError) as refused:
         errors.print(f"[red]import refused[/red]: {refused}")
         raise typer.Exit(1) from None
     finally:
@@ -249,28 +265,6 @@ def import_command(
     )
 
 
-def import_csv_command(
-    source: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="users.csv")],
-    app: Annotated[UUID, typer.Option(help="The app to import into.")],
-    store_url: StoreUrl = None,
-) -> None:
-    """Import users from a OneSignal-style CSV; report the rows refused and why."""
-    ledger = open_ledger(Settings(store_url=store_url) if store_url else None)
-    try:
-        with source.open(encoding="utf-8", newline="") as rows:
-            report = import_csv(ledger, app, rows, source.name)
-    except RowRejected as refused:
-        errors.print(f"[red]import refused[/red]: {refused}")
-        raise typer.Exit(1) from None
-    finally:
-        ledger.close()
-    console.print(
-        f"created {report.created} users, updated {report.updated}, rejected {len(report.rejected)}"
-    )
-    for line, reason in report.rejected:
-        console.print(f"  line {line}: {reason}")
-
-
 def register(app: typer.Typer) -> None:
     app.command("replay")(replay)
     app.command("verify")(verify_command)
@@ -281,3 +275,5 @@ def register(app: typer.Typer) -> None:
     app.command("dead-letters")(dead_letters_command)
     app.command("erase")(erase_command)
     app.command("seal")(seal_command)
+    app.command("backup")(backup_command)
+    app.command("restore")(restore_command)

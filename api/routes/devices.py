@@ -13,8 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import AppId, RuntimeDep
 from api.routes.common import ERRORS
+from api.runtime import Runtime
 from api.schemas import Body
-from domain.claim import token_namespace
+from domain.claim import EXTERNAL_ID_NAMESPACE, token_namespace
+from domain.errors import AliasConflict
 from domain.values import (
     DeviceInfo,
     OwnershipCause,
@@ -76,21 +78,18 @@ def associate_device(body: MedianDevice, app_id: AppId, runtime: RuntimeDep) -> 
     ledger = runtime.ledger
     kind = PLATFORMS[body.platform.lower()]
     token = body.one_signal_push_token
-    existing = ledger.read(app_id).holder(token_namespace(kind), token)
-    position: int | None
-    if existing is None:
-        spec = SubscriptionSpec(
-            type=kind, token=token, enabled=body.one_signal_subscribed, device=_device(body)
-        )
-        created = ledger.create_user(app_id, subscriptions=[spec], cause=OwnershipCause.DEVICE)
-        (subscription_id,) = ledger.read(app_id).user(created.user_id).subscriptions
-        position = created.position
-    else:
-        subscription_id = existing
-        change = SubscriptionUpdate(enabled=body.one_signal_subscribed, device=_device(body))
-        position = ledger.update_subscription(app_id, subscription_id, change).position
-    if body.user_id:
-        position = ledger.login(app_id, subscription_id, body.user_id).position or position
+    spec = SubscriptionSpec(
+        type=kind, token=token, enabled=body.one_signal_subscribed, device=_device(body)
+    )
+    for attempt in range(RESOLVE_ATTEMPTS):
+        try:
+            subscription_id, position = _associate(runtime, app_id, body, spec)
+            break
+        except AliasConflict:
+            # Repeats racing: another one created the user_id's user meanwhile, with
+            # this token. Resolving again finds both and changes nothing.
+            if attempt == RESOLVE_ATTEMPTS - 1:
+                raise
     runtime.written(position)
     owner_id = ledger.read(app_id).subscription(subscription_id).owner_id
     assert owner_id is not None
@@ -99,3 +98,37 @@ def associate_device(body: MedianDevice, app_id: AppId, runtime: RuntimeDep) -> 
         onesignal_id=owner_id,
         external_id=ledger.read(app_id).user(owner_id).external_id,
     )
+
+
+RESOLVE_ATTEMPTS = 3
+
+
+def _associate(
+    runtime: Runtime, app_id: UUID, body: MedianDevice, spec: SubscriptionSpec
+) -> tuple[UUID, int | None]:
+    """Resolve the token (and the user_id), then act; returns the subscription and
+    the last position written.
+
+    Each step is one command that, re-run by the ledger after losing a race, finds
+    what the winner wrote and changes nothing. A new token is therefore created
+    together with its user_id's user (a new one identified at once, or the one that
+    already holds user_id) rather than on an anonymous user logged in afterwards: a
+    repeat that lost the race for the token would move it to another anonymous user."""
+    ledger = runtime.ledger
+    view = ledger.read(app_id)
+    existing = view.holder(token_namespace(spec.type), spec.token or "")
+    if existing is not None:
+        change = SubscriptionUpdate(enabled=spec.enabled, device=spec.device)
+        position = ledger.update_subscription(app_id, existing, change).position
+        if body.user_id:
+            position = ledger.login(app_id, existing, body.user_id).position or position
+        return existing, position
+    holder = view.holder(EXTERNAL_ID_NAMESPACE, body.user_id) if body.user_id else None
+    if holder is not None:
+        added = ledger.create_subscription(app_id, holder, spec, cause=OwnershipCause.DEVICE)
+        return added.subscription_id, added.position
+    created = ledger.create_user(
+        app_id, external_id=body.user_id or None, subscriptions=[spec], cause=OwnershipCause.DEVICE
+    )
+    (subscription_id,) = ledger.read(app_id).user(created.user_id).subscriptions
+    return subscription_id, created.position

@@ -39,6 +39,7 @@ from api.schemas import (
 from domain.claim import token_namespace
 from domain.errors import AliasConflict, UserNotFound
 from domain.ledger import ProfileChange
+from domain.service import UserOutcome
 
 router = APIRouter(prefix="/apps/{app_id}/users", tags=["users"], responses=ERRORS)
 BY_ALIAS = "/by/{alias_label}/{alias_id}"
@@ -77,21 +78,48 @@ def create_user(body: UserIn, app_id: AppId, runtime: RuntimeDep, response: Resp
     change = profile_change(
         {k: v for k, v in identity.items() if k != "onesignal_id"}, body.properties
     )
+    # Resolve, then act. Another request may claim the identity in between (say 50
+    # clients creating one external_id at once): the losing create is then an
+    # AliasConflict, and resolving again finds the winner, which this body then
+    # updates (200 with that user). Resolving again raises the 409 itself when the
+    # identity names two users; a conflict it does not explain is raised as it is.
     existing = _existing_user(runtime, app_id, identity)
+    for attempt in range(RESOLVE_ATTEMPTS):
+        try:
+            outcome = _create_or_update(runtime, app_id, identity, specs, change, existing)
+            break
+        except AliasConflict:
+            again = _existing_user(runtime, app_id, identity)
+            if again == existing or attempt == RESOLVE_ATTEMPTS - 1:
+                raise
+            existing = again
     if existing is not None:
-        change = ProfileChange(**{**change.__dict__, "subscriptions": tuple(specs)})
-        outcome = runtime.ledger.update_user(app_id, existing, change)
         response.status_code = 200
-    elif (logged_out := _logout(runtime, app_id, identity, specs)) is not None:
-        outcome = runtime.ledger.update_user(app_id, logged_out.user_id, change)
-        outcome = type(outcome)(outcome.position or logged_out.position, logged_out.user_id)
-    else:
-        outcome = runtime.ledger.create_user(
-            app_id, external_id=change.external_id, aliases=change.aliases, tags=change.tags,
-            properties=change.properties, subscriptions=specs, purchases=change.purchases,
-        )  # fmt: skip
     runtime.written(outcome.position)
     return user_body(runtime, app_id, outcome.user_id)
+
+
+RESOLVE_ATTEMPTS = 3
+
+
+def _create_or_update(
+    runtime: Runtime,
+    app_id: UUID,
+    identity: dict[str, str],
+    specs: list[Any],
+    change: ProfileChange,
+    existing: UUID | None,
+) -> UserOutcome:
+    if existing is not None:
+        change = ProfileChange(**{**change.__dict__, "subscriptions": tuple(specs)})
+        return runtime.ledger.update_user(app_id, existing, change)
+    if (logged_out := _logout(runtime, app_id, identity, specs)) is not None:
+        outcome = runtime.ledger.update_user(app_id, logged_out.user_id, change)
+        return type(outcome)(outcome.position or logged_out.position, logged_out.user_id)
+    return runtime.ledger.create_user(
+        app_id, external_id=change.external_id, aliases=change.aliases, tags=change.tags,
+        properties=change.properties, subscriptions=specs, purchases=change.purchases,
+    )  # fmt: skip
 
 
 def _existing_user(runtime: Runtime, app_id: UUID, identity: dict[str, str]) -> UUID | None:
@@ -103,8 +131,8 @@ def _existing_user(runtime: Runtime, app_id: UUID, identity: dict[str, str]) -> 
             if label == "onesignal_id":  # names a user that must exist
                 raise
             continue
-    if "onesignal_id" in owners:
-        live_user(runtime, app_id, owners["onesignal_id"])
+    if "onesignal_id" in owners:  # from the log, as the claims: never a stale 404
+        runtime.ledger.read(app_id).user(owners["onesignal_id"])
     if len(set(owners.values())) > 1:
         raise AliasConflict({label: identity[label] for label in owners})
     return next(iter(owners.values()), None)

@@ -165,7 +165,7 @@ def test_an_export_from_before_the_erasure_imported_after_it_reveals_nothing(
     with fresh_store(store_kind) as target:
         log = LedgerLog(target)
         try:
-            import_events(log, exported_before, keys_from=ledger)
+            import_events(log, exported_before, index_key=ledger.index_key, keys_from=ledger)
             user = ledger.user_as_of(uuid.UUID(alice["identity"]["onesignal_id"]), ledger.clock())
             imported = [log.mapper.to_domain_event(n) for n in
                         log.recorder.select_notifications(start=1, limit=10_000)]  # fmt: skip

@@ -39,7 +39,8 @@ def fill_log(env: dict[str, str]) -> int:
 def copy_log(source: dict[str, str], target: dict[str, str]) -> None:
     origin, copy = LedgerLog(source), LedgerLog(target)
     try:
-        import_events(copy, export_lines(origin), keys_from=origin)
+        lines = export_lines(origin, index_key=INDEX_KEY)
+        import_events(copy, lines, index_key=INDEX_KEY, keys_from=origin)
     finally:
         origin.close()
         copy.close()

@@ -104,7 +104,9 @@ def test_importing_a_previous_release_export_seals_it_on_the_way_in(
 ) -> None:
     log = LedgerLog(store)
     try:
-        imported = import_events(log, FIXTURE.read_text().splitlines())
+        imported = import_events(
+            log, FIXTURE.read_text().splitlines(), index_key=INDEX_KEY, legacy=True
+        )
     finally:
         log.close()
 
@@ -124,7 +126,7 @@ def test_importing_a_previous_release_export_seals_it_on_the_way_in(
 def test_idledger_erase_forgets_a_person_and_says_so_once(store: dict[str, str]) -> None:
     log = LedgerLog(store)
     try:
-        import_events(log, FIXTURE.read_text().splitlines())
+        import_events(log, FIXTURE.read_text().splitlines(), index_key=INDEX_KEY, legacy=True)
     finally:
         log.close()
     app_id, alice_id = _alice(_records())
@@ -160,7 +162,7 @@ def test_import_refuses_a_line_whose_values_no_store_can_hold(store: dict[str, s
     log = LedgerLog(store)
     try:
         with pytest.raises(ImportRefused, match="NUL"):
-            import_events(log, lines)
+            import_events(log, lines, index_key=INDEX_KEY, legacy=True)
         assert (log.recorder.max_notification_id() or 0) == 0  # nothing written
     finally:
         log.close()
