@@ -35,6 +35,10 @@ KEY_CACHE_ENTRIES = 200_000
 ABSENT = b""  # ``KeyStore.load``: no key was ever made for the subject
 
 
+def _uuid(value: object) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
 class KeyStore(Protocol):
     """Where wrapped keys live: ``load`` gives the wrapped key, ``None`` once it
     was destroyed, ``ABSENT`` if none was ever made; ``create`` keeps the first
@@ -102,6 +106,9 @@ class KeyRing:
     def _fresh(self, subject: UUID, now: float) -> bool:
         cached = self._cache.get(subject)
         return cached is not None and (cached[1] is None or now - cached[0] < KEY_CACHE_SECONDS)
+
+    def has_pending(self) -> bool:
+        return bool(self._pending or self._adopted)
 
     def take_pending(self, subjects: Iterable[UUID]) -> list[tuple[str, bytes | None]]:
         """Wrapped keys to store with these subjects' events (in their transaction)."""
@@ -200,13 +207,15 @@ class _KeyedRecorder:
 
     keyring: KeyRing | None = None
     placeholder = "?"
+    # SQLite: a destroyed key's bytes are overwritten, not left in a free page.
+    secure_delete: str | None = "PRAGMA secure_delete = ON"
 
     def keys_table(self) -> str:
         return KEYS_TABLE
 
     def write_keys(self, cursor: Any, stored_events: Sequence[StoredEvent], kwargs: Any) -> None:
-        if self.keyring is not None:
-            new = self.keyring.take_pending({UUID(str(e.originator_id)) for e in stored_events})
+        if self.keyring is not None and self.keyring.has_pending():
+            new = self.keyring.take_pending({_uuid(e.originator_id) for e in stored_events})
             if new:
                 cursor.executemany(
                     f"INSERT INTO {self.keys_table()} (subject, wrapped) VALUES "
@@ -214,6 +223,8 @@ class _KeyedRecorder:
                     new,
                 )
         destroyed = [(str(subject),) for subject in kwargs.get("destroy_keys", ())]
+        if destroyed and self.secure_delete:
+            cursor.execute(self.secure_delete)
         if destroyed:
             cursor.executemany(
                 f"INSERT INTO {self.keys_table()} (subject, wrapped) VALUES "
@@ -283,8 +294,6 @@ class SQLiteLedgerRecorder(_KeyedRecorder, SQLiteApplicationRecorder):
     def _insert_events(
         self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        # secure_delete: a destroyed key's bytes are overwritten, not left in a free page.
-        c.execute("PRAGMA secure_delete = ON")
         returning = super()._insert_events(c, stored_events, **kwargs)
         self.write_keys(c, stored_events, kwargs)
         return returning
@@ -292,6 +301,7 @@ class SQLiteLedgerRecorder(_KeyedRecorder, SQLiteApplicationRecorder):
 
 class PostgresLedgerRecorder(_KeyedRecorder, PostgresApplicationRecorder):
     placeholder = "%s"
+    secure_delete = None  # dead tuples stay until VACUUM (see the README's Privacy)
 
     def wipe_freed_pages(self) -> None:
         """PostgreSQL keeps dead tuples until VACUUM (the README says so)."""

@@ -121,7 +121,8 @@ class PydanticMapper(Mapper[UUID]):
         """Put the personal values back, if the subject's key still exists."""
         if SEALED_KEY not in state:
             return
-        subject = UUID(str(stored_event.originator_id))
+        originator = stored_event.originator_id
+        subject = originator if isinstance(originator, UUID) else UUID(str(originator))
         key = self.keyring.key(subject) if self.keyring is not None else None
         bound = _bound(stored_event.topic, subject, stored_event.originator_version)
         if not unseal(state, key, bound) and WHOLE in getattr(
