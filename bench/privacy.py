@@ -42,7 +42,7 @@ def _replay(kind: str, events: int, sealed: bool) -> tuple[float, int]:
     return seconds, replayed
 
 
-REPEATS = 2  # alternated, best of each: the 2-core machine's noise is larger than the cost
+REPEATS = 5  # alternated, best of each: the 2-core machine's noise is larger than the cost
 
 
 def _best(run: Callable[[bool], tuple[float, int]]) -> tuple[float, float, int]:

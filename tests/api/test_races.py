@@ -42,6 +42,9 @@ def serving(store: dict[str, str], log_path: Path, workers: int = 1) -> Iterator
         "IDLEDGER_INDEX_KEY": INDEX_KEY.hex(),
         "IDLEDGER_STORE_URL": store_url(store),
         "IDLEDGER_ACCESS_LOG": "0",
+        # 50 requests at once on 2 cores (and, with two workers, one projector for
+        # both): read-your-writes may take longer than the 2 s default under CI load.
+        "IDLEDGER_CONSISTENCY_TIMEOUT": "15",
     }
     command = [
         str(Path(sys.executable).with_name("idledger")), "serve", "--port", str(port),
