@@ -17,12 +17,11 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
-from domain.claim import EXTERNAL_ID_NAMESPACE, alias_namespace
 from domain.errors import UserNotFound
-from domain.ownership import remove_subscription
+from domain.ownership import remove_user
 from domain.subscription import SubscriptionDeleted
 from domain.unit_of_work import UnitOfWork
-from domain.user import SubscriptionAttached, User, UserErased
+from domain.user import SubscriptionAttached, UserErased
 
 if TYPE_CHECKING:
     from domain.service import LedgerBase
@@ -53,10 +52,7 @@ def erase_user(ledger: LedgerBase, app_id: UUID, user_id: UUID) -> Erasure:
         held = set(user.subscriptions) if user.is_live else set()
         deleted_here = {s for s in ever_attached - held if _deleted_from(ledger, s) == user_id}
         if user.is_live:
-            for subscription_id in list(user.subscriptions):
-                remove_subscription(uow, uow.subscription(subscription_id))
-            _release_identity(uow, user)
-            user.delete(uow.at)
+            remove_user(uow, user)
         owned = sorted(held | deleted_here, key=str)
         user.erase(owned, uow.at)
         uow.keys_to_destroy = [user_id, *owned]
@@ -79,10 +75,3 @@ def _deleted_from(ledger: LedgerBase, subscription_id: UUID) -> UUID | None:
     """Whose subscription it was when it was deleted (``None``: not deleted)."""
     last = next(iter(ledger.events.get(subscription_id, desc=True, limit=1)), None)
     return last.owner_id if isinstance(last, SubscriptionDeleted) else None
-
-
-def _release_identity(uow: UnitOfWork, user: User) -> None:
-    if user.external_id is not None:
-        uow.release(EXTERNAL_ID_NAMESPACE, user.external_id)
-    for label, alias_id in user.aliases.items():
-        uow.release(alias_namespace(label), alias_id)

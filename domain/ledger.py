@@ -11,7 +11,13 @@ from domain import history
 from domain.claim import EXTERNAL_ID_NAMESPACE, alias_namespace
 from domain.erasure import Erasure, erase_user
 from domain.errors import AliasConflict, InvalidValue
-from domain.ownership import add_subscription, change_token, move_subscription, remove_subscription
+from domain.ownership import (
+    add_subscription,
+    change_token,
+    move_subscription,
+    remove_subscription,
+    remove_user,
+)
 from domain.service import LedgerBase, SubscriptionOutcome, UserOutcome
 from domain.subscription import Subscription
 from domain.unit_of_work import UnitOfWork
@@ -154,13 +160,7 @@ class Ledger(LedgerBase):
     def delete_user(self, app_id: UUID, user_id: UUID) -> UserOutcome:
         """Deletes the user with its subscriptions and frees its external_id and aliases."""
 
-        def delete(uow: UnitOfWork, user: User) -> None:
-            for subscription_id in list(user.subscriptions):
-                remove_subscription(uow, uow.subscription(subscription_id))
-            _release_identity(uow, user)
-            user.delete(uow.at)
-
-        return self._on_user(app_id, user_id, delete)
+        return self._on_user(app_id, user_id, remove_user)
 
     def erase_user(self, app_id: UUID, user_id: UUID) -> Erasure:
         """Delete the user and destroy its data keys (see ``domain.erasure``)."""
@@ -357,10 +357,3 @@ def _record_user_sessions(uow: UnitOfWork, user: User, count: int, session_time:
     current = max(pushes, key=lambda s: (s.recency, str(s.id)))
     for number in range(count):
         current.record_session(session_time if number == 0 else 0, uow.at)
-
-
-def _release_identity(uow: UnitOfWork, user: User) -> None:
-    if user.external_id is not None:
-        uow.release(EXTERNAL_ID_NAMESPACE, user.external_id)
-    for label, alias_id in user.aliases.items():
-        uow.release(alias_namespace(label), alias_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from domain.claim import token_namespace
+from domain.claim import EXTERNAL_ID_NAMESPACE, alias_namespace, token_namespace
 from domain.errors import Conflict
 from domain.subscription import Subscription
 from domain.unit_of_work import UnitOfWork
@@ -104,6 +104,17 @@ def change_token(uow: UnitOfWork, subscription: Subscription, token: str) -> Non
         raise TokenTaken(subscription.type)
     if subscription.token is not None:
         uow.release(namespace, subscription.token)
+
+
+def remove_user(uow: UnitOfWork, user: User) -> None:
+    """Delete the user with its subscriptions and free its external_id and aliases."""
+    for subscription_id in list(user.subscriptions):
+        remove_subscription(uow, uow.subscription(subscription_id))
+    if user.external_id is not None:
+        uow.release(EXTERNAL_ID_NAMESPACE, user.external_id)
+    for label, alias_id in user.aliases.items():
+        uow.release(alias_namespace(label), alias_id)
+    user.delete(uow.at)
 
 
 def remove_subscription(uow: UnitOfWork, subscription: Subscription) -> None:

@@ -136,6 +136,16 @@ class User(Aggregate):
         self._trigger(UserErased(**self._next(at), subscriptions=subscriptions))
 
 
+def _blank_profile(user: User) -> None:
+    """No identity, data or subscriptions: a new user, or an erased one."""
+    user.external_id = None
+    user.aliases = {}
+    user.tags = {}
+    user.properties = UserProperties()
+    user.purchases = []
+    user.subscriptions = {}
+
+
 class UserCreated(CreationEvent[User]):
     TOPIC = "idledger.user:Created"
     MAKES_SUBJECT_KEY: ClassVar[bool] = True  # the user's data key is made with it
@@ -148,12 +158,7 @@ class UserCreated(CreationEvent[User]):
 
     def apply(self, aggregate: User) -> None:
         aggregate.app_id = self.app_id
-        aggregate.external_id = None
-        aggregate.aliases = {}
-        aggregate.tags = {}
-        aggregate.properties = UserProperties()
-        aggregate.purchases = []
-        aggregate.subscriptions = {}
+        _blank_profile(aggregate)
         aggregate.merged_into = None
         aggregate.deleted = False
 
@@ -292,12 +297,7 @@ class UserErased(DomainEvent[User]):
 
     def apply(self, aggregate: User) -> None:
         aggregate.deleted = True
-        aggregate.external_id = None
-        aggregate.aliases = {}
-        aggregate.tags = {}
-        aggregate.properties = UserProperties()
-        aggregate.purchases = []
-        aggregate.subscriptions = {}
+        _blank_profile(aggregate)
 
 
 class UserSnapshot(AggregateSnapshot):
