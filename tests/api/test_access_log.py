@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from tests.api.conftest import ADMIN_KEY
-from tests.api.test_real_server import free_port
 from tests.conftest import INDEX_KEY, store_url
+from tests.serving import free_port
 
 PERSONAL = ("secret-alice-77", "alice77", "33612345678", "Lyon")
 BY_ALIAS = "/apps/{app_id}/users/by/{alias_label}/{alias_id}"

@@ -7,11 +7,7 @@ winner just created, no 5xx."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,51 +20,17 @@ import pytest
 
 from domain.ledger import Ledger
 from tests.api.conftest import ADMIN_KEY
-from tests.api.test_real_server import free_port
 from tests.conftest import INDEX_KEY, fresh_store, store_url
+from tests.serving import serving
 
 CLIENTS = 50
 ROUNDS = 3
 Send = Callable[[httpx.Client], httpx.Response]
 
 
-@contextmanager
-def serving(store: dict[str, str], log_path: Path, workers: int = 1) -> Iterator[str]:
-    """`idledger serve` on a free port (as test_real_server's fixture), ready."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "IDLEDGER_ADMIN_KEY": ADMIN_KEY,
-        "IDLEDGER_INDEX_KEY": INDEX_KEY.hex(),
-        "IDLEDGER_STORE_URL": store_url(store),
-        "IDLEDGER_ACCESS_LOG": "0",
-        # 50 requests at once on 2 cores (and, with two workers, one projector for
-        # both): read-your-writes may take longer than the 2 s default under CI load.
-        "IDLEDGER_CONSISTENCY_TIMEOUT": "15",
-    }
-    command = [
-        str(Path(sys.executable).with_name("idledger")), "serve", "--port", str(port),
-        "--workers", str(workers), "--no-access-log",
-    ]  # fmt: skip
-    log = log_path.open("w")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        ready = 0
-        while ready < 3 * workers:  # every worker answering, as far as we can tell
-            try:
-                ready = ready + 1 if httpx.get(f"{base}/ready", timeout=1).is_success else 0
-            except httpx.TransportError:
-                ready = 0
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.05)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+# 50 requests at once on 2 cores (and, with two workers, one projector for both):
+# read-your-writes may take longer than the 2 s default under CI load.
+PATIENT = {"IDLEDGER_CONSISTENCY_TIMEOUT": "15"}
 
 
 class App:
@@ -159,7 +121,9 @@ def server(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     users_created()  # opened before the server: see user_count
-    with serving(store, tmp_path_factory.mktemp("server") / "server.log") as base:
+    with serving(
+        store_url(store), tmp_path_factory.mktemp("server") / "server.log", env=PATIENT
+    ) as base:
         yield base
 
 
@@ -205,7 +169,7 @@ def test_concurrent_creates_across_two_workers(
     connections than PostgreSQL allows."""
     if "SQLITE_DBNAME" in store:
         pytest.skip("--workers > 1 needs PostgreSQL (SQLite is the one-process store)")
-    with serving(store, tmp_path / "server.log", workers=2) as base:
+    with serving(store_url(store), tmp_path / "server.log", workers=2, env=PATIENT) as base:
         app = App(base, pool)
         try:
             race_creates(app, users_created)

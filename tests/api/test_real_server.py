@@ -4,11 +4,6 @@ and keys."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,45 +21,14 @@ from onesignal.model.user import User
 from onesignal.model.user_identity_body import UserIdentityBody
 
 from tests.api.conftest import ADMIN_KEY
-from tests.conftest import INDEX_KEY, store_url
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from tests.conftest import store_url
+from tests.serving import serving
 
 
 @pytest.fixture
 def server(store: dict[str, str], tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "IDLEDGER_ADMIN_KEY": ADMIN_KEY,
-        "IDLEDGER_INDEX_KEY": INDEX_KEY.hex(),
-        "IDLEDGER_STORE_URL": store_url(store),
-    }
-    command = [str(Path(sys.executable).with_name("idledger")), "serve", "--port", str(port)]
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, (tmp_path / "server.log").read_text()
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.1)
+    with serving(store_url(store), tmp_path / "server.log", access_log=True) as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def test_the_served_api_over_tcp(server: str) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -21,9 +20,10 @@ import httpx
 import psycopg
 import pytest
 
+from tests.api.conftest import ADMIN_KEY
 from tests.conftest import INDEX_KEY, MASTER_KEY, POSTGRES_URL, store_url
+from tests.serving import serving
 
-ADMIN_KEY = "backup-test-organization-key"
 WRITERS = 8
 
 
@@ -43,39 +43,6 @@ def idledger(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
         [str(executable), *args], capture_output=True, text=True, timeout=60, check=False,
         env=env or _environ(),
     )  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@contextmanager
-def serving(url: str, log_path: Path) -> Iterator[str]:
-    """A real `idledger serve` process on ``url``, ready."""
-    port = _free_port()
-    command = [str(Path(sys.executable).with_name("idledger")), "serve", "--port", str(port),
-               "--no-access-log", "--store-url", url]  # fmt: skip
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, env=_environ(), stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert process.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, "server did not become ready"
-                time.sleep(0.1)
-            yield base
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
 
 
 @contextmanager
