@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from api.schemas import (
+from idledger.api.schemas import (
     PropertiesIn,
     PropertiesOut,
     PurchaseIn,
@@ -14,9 +14,9 @@ from api.schemas import (
     SubscriptionPatch,
     UserOut,
 )
-from domain.subscription import Subscription
-from domain.user import User
-from domain.values import (
+from idledger.domain.subscription import Subscription
+from idledger.domain.user import User
+from idledger.domain.values import (
     DeviceInfo,
     Purchase,
     SubscriptionSpec,

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
-from domain.ledger import Ledger
-from domain.values import SubscriptionSpec, SubscriptionType
+from idledger.domain.ledger import Ledger
+from idledger.domain.values import SubscriptionSpec, SubscriptionType
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from uuid import UUID
 
 from fastapi import Depends, Header, Path, Request
 
-from api.errors import ApiError
-from api.runtime import Runtime
-from domain.errors import AppNotFound
-from domain.unit_of_work import start_writing
+from idledger.api.errors import ApiError
+from idledger.api.runtime import Runtime
+from idledger.domain.errors import AppNotFound
+from idledger.domain.unit_of_work import start_writing
 
 
 # Dependencies are async so that lookups served on the event loop stay there.

@@ -12,14 +12,14 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from domain.errors import (
+from idledger.domain.errors import (
     AliasConflict,
     Conflict,
     InvalidValue,
     LedgerError,
     NotFound,
 )
-from projections.dead_letters import describe, is_store_failure
+from idledger.projections.dead_letters import describe, is_store_failure
 
 STATUS_OF: list[tuple[type[LedgerError], int]] = [
     (InvalidValue, 400),

@@ -9,13 +9,13 @@ from __future__ import annotations
 from urllib.parse import unquote
 from uuid import UUID
 
-from api.convert import identity_of, user_out
-from api.runtime import Runtime
-from api.schemas import IdentityOut, UserOut
-from domain.claim import EXTERNAL_ID_NAMESPACE, alias_namespace
-from domain.errors import InvalidValue, UserNotFound
-from domain.user import User
-from domain.values import check_text
+from idledger.api.convert import identity_of, user_out
+from idledger.api.runtime import Runtime
+from idledger.api.schemas import IdentityOut, UserOut
+from idledger.domain.claim import EXTERNAL_ID_NAMESPACE, alias_namespace
+from idledger.domain.errors import InvalidValue, UserNotFound
+from idledger.domain.user import User
+from idledger.domain.values import check_text
 
 
 def segment(value: str, field: str = "path") -> str:

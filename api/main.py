@@ -8,12 +8,12 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from api.access_log import AccessLog, access_log_enabled, configure_logger
-from api.errors import install_error_handlers
-from api.paths import BodyLimit, RawPathRouting
-from api.routes import apps, devices, health, history, subscriptions, users
-from api.runtime import Runtime
-from api.settings import Settings
+from idledger.api.access_log import AccessLog, access_log_enabled, configure_logger
+from idledger.api.errors import install_error_handlers
+from idledger.api.paths import BodyLimit, RawPathRouting
+from idledger.api.routes import apps, devices, health, history, subscriptions, users
+from idledger.api.runtime import Runtime
+from idledger.api.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -14,8 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from api.errors import ApiError, unavailable
-from projections.dead_letters import describe
+from idledger.api.errors import ApiError, unavailable
+from idledger.projections.dead_letters import describe
 
 log = logging.getLogger(__name__)
 PROBE_FIRST_PAUSE = 0.2

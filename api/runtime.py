@@ -9,15 +9,15 @@ import time
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from api.errors import unavailable
-from api.outage import StoreGate
-from api.settings import Settings, open_ledger, store_env
-from domain.app import App
-from domain.ledger import Ledger
-from domain.unit_of_work import first_written
-from projections.dead_letters import describe, is_store_failure
-from projections.lock import ProjectionBusy
-from projections.service import Projector, ReadModels
+from idledger.api.errors import unavailable
+from idledger.api.outage import StoreGate
+from idledger.api.settings import Settings, open_ledger, store_env
+from idledger.domain.app import App
+from idledger.domain.ledger import Ledger
+from idledger.domain.unit_of_work import first_written
+from idledger.projections.dead_letters import describe, is_store_failure
+from idledger.projections.lock import ProjectionBusy
+from idledger.projections.service import Projector, ReadModels
 
 log = logging.getLogger(__name__)
 

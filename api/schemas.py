@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from domain.values import Int32, SubscriptionType, refuse_unstorable
+from idledger.domain.values import Int32, SubscriptionType, refuse_unstorable
 
 MAX_TAGS = 100
 LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z, the last instant Python can hold

@@ -13,8 +13,8 @@ from urllib.parse import parse_qs, unquote, urlparse
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from domain.ledger import Ledger
-from domain.service import Clock, utc_now
+from idledger.domain.ledger import Ledger
+from idledger.domain.service import Clock, utc_now
 
 DEFAULT_STORE_URL = "sqlite:///var/idledger.db"
 CONNECT_TIMEOUT_SECONDS = 3

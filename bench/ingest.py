@@ -14,8 +14,8 @@ from typing import TypeVar
 import psycopg
 
 from bench.harness import Row, fresh_store, ledger_for
-from domain.ledger import Ledger
-from domain.values import SubscriptionSpec, SubscriptionType
+from idledger.domain.ledger import Ledger
+from idledger.domain.values import SubscriptionSpec, SubscriptionType
 
 T = TypeVar("T")
 
@@ -75,7 +75,7 @@ def raw_sqlite(path: str, per_command: list[int], size: int) -> float:
 
 
 def raw_postgres(env: dict[str, str], per_command: list[int], size: int) -> float:
-    from projections.lock import postgres_conninfo
+    from idledger.projections.lock import postgres_conninfo
 
     table = f'"{env["POSTGRES_SCHEMA"]}".raw'
     payload = os.urandom(size)

@@ -7,7 +7,7 @@ import time
 
 from bench.harness import Row, fresh_store, ledger_for, percentile
 from bench.ingest import run_mix
-from projections.service import Projector, ReadModels
+from idledger.projections.service import Projector, ReadModels
 
 
 def bench_lag(kind: str, rounds: int) -> list[Row]:

@@ -23,9 +23,9 @@ import httpx
 
 from bench.harness import INDEX_KEY, Row, fresh_store, ledger_for
 from bench.synth import BatchWriter, identified_user
-from domain.ledger import Ledger
-from projections.service import Projector, ReadModels
-from replay.rebuild import REBUILD_PAGE_SIZE
+from idledger.domain.ledger import Ledger
+from idledger.projections.service import Projector, ReadModels
+from idledger.replay.rebuild import REBUILD_PAGE_SIZE
 
 P99_GOAL_MS = 5.0
 SAMPLE_IDS = 5_000  # onesignal_ids handed to the load generator

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from bench.harness import Row, fresh_store, ledger_for
 from bench.ingest import run_mix
 from bench.replay_bench import measure_rebuild, synthesize
-from domain.ledger import Ledger
+from idledger.domain.ledger import Ledger
 
 
 def _unsealed(ledger: Ledger) -> Ledger:

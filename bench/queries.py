@@ -11,11 +11,11 @@ from uuid import UUID
 
 from bench.harness import INDEX_KEY, Row, fresh_store, ledger_for, median_time
 from bench.synth import BatchWriter
-from domain.ledger import Ledger
-from domain.subscription import Subscription
-from domain.user import User
-from domain.values import OwnershipCause, SubscriptionSpec, SubscriptionType
-from projections.service import Projector, ReadModels
+from idledger.domain.ledger import Ledger
+from idledger.domain.subscription import Subscription
+from idledger.domain.user import User
+from idledger.domain.values import OwnershipCause, SubscriptionSpec, SubscriptionType
+from idledger.projections.service import Projector, ReadModels
 
 START = datetime(2023, 1, 1, tzinfo=UTC)
 

@@ -11,10 +11,10 @@ from typing import Any
 
 from bench.harness import Row, fresh_store, ledger_for
 from bench.synth import BatchWriter, identified_user
-from domain.ledger import Ledger
-from domain.service import LedgerLog
-from projections.quarantine import decode
-from replay.rebuild import REBUILD_PAGE_SIZE, rebuild
+from idledger.domain.ledger import Ledger
+from idledger.domain.service import LedgerLog
+from idledger.projections.quarantine import decode
+from idledger.replay.rebuild import REBUILD_PAGE_SIZE, rebuild
 
 NAMES = ["profiles", "ownership", "mau"]
 

@@ -8,12 +8,12 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from domain.base import Aggregate
-from domain.claim import EXTERNAL_ID_NAMESPACE, Claim, claim_id, token_namespace
-from domain.ledger import Ledger
-from domain.subscription import Subscription
-from domain.user import User
-from domain.values import OwnershipCause, SubscriptionSpec, SubscriptionType
+from idledger.domain.base import Aggregate
+from idledger.domain.claim import EXTERNAL_ID_NAMESPACE, Claim, claim_id, token_namespace
+from idledger.domain.ledger import Ledger
+from idledger.domain.subscription import Subscription
+from idledger.domain.user import User
+from idledger.domain.values import OwnershipCause, SubscriptionSpec, SubscriptionType
 
 BATCH = 20_000
 

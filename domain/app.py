@@ -11,8 +11,8 @@ from uuid import uuid4
 
 from pydantic import Field
 
-from domain.base import Aggregate, CreationEvent, DomainEvent
-from domain.errors import InvalidValue
+from idledger.domain.base import Aggregate, CreationEvent, DomainEvent
+from idledger.domain.errors import InvalidValue
 
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 

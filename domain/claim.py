@@ -13,7 +13,7 @@ import hmac
 from datetime import datetime
 from uuid import UUID
 
-from domain.base import Aggregate, CreationEvent, DomainEvent
+from idledger.domain.base import Aggregate, CreationEvent, DomainEvent
 
 
 def claim_id(index_key: bytes, app_id: UUID, namespace: str, value: str) -> UUID:

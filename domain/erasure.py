@@ -17,14 +17,14 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
-from domain.errors import UserNotFound
-from domain.ownership import remove_user
-from domain.subscription import SubscriptionDeleted
-from domain.unit_of_work import UnitOfWork
-from domain.user import SubscriptionAttached, UserErased
+from idledger.domain.errors import UserNotFound
+from idledger.domain.ownership import remove_user
+from idledger.domain.subscription import SubscriptionDeleted
+from idledger.domain.unit_of_work import UnitOfWork
+from idledger.domain.user import SubscriptionAttached, UserErased
 
 if TYPE_CHECKING:
-    from domain.service import LedgerBase
+    from idledger.domain.service import LedgerBase
 
 
 @dataclass(frozen=True)

@@ -17,16 +17,16 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import StoredEvent
 
-from domain.base import Aggregate, DomainEvent
-from domain.errors import SubscriptionNotFound, UserNotFound
-from domain.subscription import (
+from idledger.domain.base import Aggregate, DomainEvent
+from idledger.domain.errors import SubscriptionNotFound, UserNotFound
+from idledger.domain.subscription import (
     OwnerChanged,
     Subscription,
     SubscriptionCreated,
     SubscriptionDeleted,
 )
-from domain.user import User
-from domain.values import OwnershipCause
+from idledger.domain.user import User
+from idledger.domain.values import OwnershipCause
 
 
 @dataclass(frozen=True)

@@ -7,22 +7,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
-from domain import history
-from domain.claim import EXTERNAL_ID_NAMESPACE, alias_namespace
-from domain.erasure import Erasure, erase_user
-from domain.errors import AliasConflict, InvalidValue
-from domain.ownership import (
+from idledger.domain import history
+from idledger.domain.claim import EXTERNAL_ID_NAMESPACE, alias_namespace
+from idledger.domain.erasure import Erasure, erase_user
+from idledger.domain.errors import AliasConflict, InvalidValue
+from idledger.domain.ownership import (
     add_subscription,
     change_token,
     move_subscription,
     remove_subscription,
     remove_user,
 )
-from domain.service import LedgerBase, SubscriptionOutcome, UserOutcome
-from domain.subscription import Subscription
-from domain.unit_of_work import UnitOfWork
-from domain.user import User
-from domain.values import (
+from idledger.domain.service import LedgerBase, SubscriptionOutcome, UserOutcome
+from idledger.domain.subscription import Subscription
+from idledger.domain.unit_of_work import UnitOfWork
+from idledger.domain.user import User
+from idledger.domain.values import (
     MAX_SUBSCRIPTIONS_PER_USER,
     OwnershipCause,
     Purchase,

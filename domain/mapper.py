@@ -14,9 +14,9 @@ from eventsourcing.persistence import Mapper, MapperDeserialisationError, Stored
 from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import ValidationError
 
-from domain.base import DomainEvent
-from domain.keystore import KeyRing
-from domain.sealing import SEALED_KEY, WHOLE, SubjectErased, seal, unseal
+from idledger.domain.base import DomainEvent
+from idledger.domain.keystore import KeyRing
+from idledger.domain.sealing import SEALED_KEY, WHOLE, SubjectErased, seal, unseal
 
 SCHEMA_VERSION_KEY = "schema_version"
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections import Counter
 
-from domain.claim import EXTERNAL_ID_NAMESPACE, alias_namespace, token_namespace
-from domain.errors import Conflict
-from domain.subscription import Subscription
-from domain.unit_of_work import UnitOfWork
-from domain.user import User
-from domain.values import (
+from idledger.domain.claim import EXTERNAL_ID_NAMESPACE, alias_namespace, token_namespace
+from idledger.domain.errors import Conflict
+from idledger.domain.subscription import Subscription
+from idledger.domain.unit_of_work import UnitOfWork
+from idledger.domain.user import User
+from idledger.domain.values import (
     MAX_SUBSCRIPTIONS_PER_USER,
     MIN_KEPT_EMAIL,
     MIN_KEPT_SMS,

@@ -27,25 +27,25 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment, get_topic
 
-from domain.app import App, new_api_key
-from domain.errors import ConcurrencyConflict
-from domain.keystore import (
+from idledger.domain.app import App, new_api_key
+from idledger.domain.errors import ConcurrencyConflict
+from idledger.domain.keystore import (
     KeyRing,
     KeyStore,
     PostgresLedgerRecorder,
     SQLiteLedgerRecorder,
     master_key,
 )
-from domain.mapper import JsonTranscoder, PydanticMapper
-from domain.snapshot import (
+from idledger.domain.mapper import JsonTranscoder, PydanticMapper
+from idledger.domain.snapshot import (
     SNAPSHOT_INTERVAL,
     AggregateSnapshot,
     SnapshotStore,
     SnapshotWhenLong,
 )
-from domain.subscription import Subscription
-from domain.unit_of_work import UnitOfWork
-from domain.user import User
+from idledger.domain.subscription import Subscription
+from idledger.domain.unit_of_work import UnitOfWork
+from idledger.domain.user import User
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -21,8 +21,8 @@ from eventsourcing.persistence import EventStore
 from eventsourcing.utils import register_topic
 from pydantic import AwareDatetime, Field, TypeAdapter
 
-from domain.base import Aggregate, Value
-from domain.sealing import WHOLE
+from idledger.domain.base import Aggregate, Value
+from idledger.domain.sealing import WHOLE
 
 SNAPSHOT_INTERVAL = 100  # events between two snapshots of one aggregate
 

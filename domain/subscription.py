@@ -9,11 +9,11 @@ from uuid import UUID, uuid4
 
 from pydantic import AwareDatetime, Field
 
-from domain.base import Aggregate, CreationEvent, DomainEvent
-from domain.errors import SubscriptionNotFound
-from domain.sealing import ERASED
-from domain.snapshot import AggregateSnapshot
-from domain.values import (
+from idledger.domain.base import Aggregate, CreationEvent, DomainEvent
+from idledger.domain.errors import SubscriptionNotFound
+from idledger.domain.sealing import ERASED
+from idledger.domain.snapshot import AggregateSnapshot
+from idledger.domain.values import (
     DeviceInfo,
     OwnershipCause,
     SubscriptionSpec,

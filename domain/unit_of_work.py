@@ -11,12 +11,12 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 
-from domain.app import App
-from domain.base import Aggregate
-from domain.claim import Claim, claim_id
-from domain.errors import AppNotFound, NotFound, SubscriptionNotFound, UserNotFound
-from domain.subscription import Subscription
-from domain.user import User
+from idledger.domain.app import App
+from idledger.domain.base import Aggregate
+from idledger.domain.claim import Claim, claim_id
+from idledger.domain.errors import AppNotFound, NotFound, SubscriptionNotFound, UserNotFound
+from idledger.domain.subscription import Subscription
+from idledger.domain.user import User
 
 T = TypeVar("T", bound=Aggregate)
 

@@ -8,11 +8,11 @@ from uuid import UUID, uuid4
 
 from pydantic import Field
 
-from domain.base import Aggregate, CreationEvent, DomainEvent
-from domain.errors import AliasNotFound, InvalidValue, UserNotFound, UserRetired
-from domain.sealing import ERASED, ERASED_ID
-from domain.snapshot import AggregateSnapshot
-from domain.values import (
+from idledger.domain.base import Aggregate, CreationEvent, DomainEvent
+from idledger.domain.errors import AliasNotFound, InvalidValue, UserNotFound, UserRetired
+from idledger.domain.sealing import ERASED, ERASED_ID
+from idledger.domain.snapshot import AggregateSnapshot
+from idledger.domain.values import (
     MAX_CUSTOM_ALIASES,
     OwnershipCause,
     Purchase,

@@ -16,8 +16,8 @@ from zoneinfo import available_timezones
 
 from pydantic import AfterValidator, AwareDatetime, Field, field_validator
 
-from domain.base import Value
-from domain.errors import InvalidValue
+from idledger.domain.base import Value
+from idledger.domain.errors import InvalidValue
 
 
 class SubscriptionType(StrEnum):

@@ -12,9 +12,9 @@ from typing import Any, Generic, Protocol, TypeVar
 from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 
-from domain.base import DomainEvent
-from projections.dead_letters import DeadLetter
-from projections.sql import SqlView, Writer
+from idledger.domain.base import DomainEvent
+from idledger.projections.dead_letters import DeadLetter
+from idledger.projections.sql import SqlView, Writer
 
 V = TypeVar("V", bound=SqlView)
 

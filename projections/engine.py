@@ -18,15 +18,23 @@ from typing import Any, cast
 from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.utils import Environment
 
-from domain.base import DomainEvent
-from domain.service import LedgerLog, bound_pool_wait
-from projections.base import ReadModel
-from projections.dead_letters import DeadLetter, Undecodable
-from projections.mau import MauProjection, PostgresMauView, SQLiteMauView
-from projections.ownership import OwnershipProjection, PostgresOwnershipView, SQLiteOwnershipView
-from projections.profiles import PostgresProfilesView, ProfilesProjection, SQLiteProfilesView
-from projections.quarantine import apply_guarded, decode
-from projections.sql import SqlView
+from idledger.domain.base import DomainEvent
+from idledger.domain.service import LedgerLog, bound_pool_wait
+from idledger.projections.base import ReadModel
+from idledger.projections.dead_letters import DeadLetter, Undecodable
+from idledger.projections.mau import MauProjection, PostgresMauView, SQLiteMauView
+from idledger.projections.ownership import (
+    OwnershipProjection,
+    PostgresOwnershipView,
+    SQLiteOwnershipView,
+)
+from idledger.projections.profiles import (
+    PostgresProfilesView,
+    ProfilesProjection,
+    SQLiteProfilesView,
+)
+from idledger.projections.quarantine import apply_guarded, decode
+from idledger.projections.sql import SqlView
 
 READ_MODELS: dict[str, tuple[type[ReadModel[Any]], type[SqlView], type[SqlView]]] = {
     "profiles": (ProfilesProjection, SQLiteProfilesView, PostgresProfilesView),

@@ -17,11 +17,11 @@ from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
-from domain.base import DomainEvent
-from domain.subscription import SessionRecorded, SubscriptionCreated
-from projections.base import ReadModel
-from projections.dead_letters import DEAD_LETTER_COLUMNS
-from projections.sql import PostgresSqlView, SQLiteSqlView, SqlView, Writer, chunked
+from idledger.domain.base import DomainEvent
+from idledger.domain.subscription import SessionRecorded, SubscriptionCreated
+from idledger.projections.base import ReadModel
+from idledger.projections.dead_letters import DEAD_LETTER_COLUMNS
+from idledger.projections.sql import PostgresSqlView, SQLiteSqlView, SqlView, Writer, chunked
 
 WINDOW_DAYS = 30
 _EPOCH = date(1970, 1, 1)

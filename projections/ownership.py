@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
-from domain.base import DomainEvent
-from domain.history import OwnershipInterval
-from domain.subscription import OwnerChanged, SubscriptionCreated, SubscriptionDeleted
-from domain.values import OwnershipCause
-from projections.base import ReadModel, micros
-from projections.dead_letters import DEAD_LETTER_COLUMNS
-from projections.sql import PostgresSqlView, Row, SQLiteSqlView, SqlView, Writer
+from idledger.domain.base import DomainEvent
+from idledger.domain.history import OwnershipInterval
+from idledger.domain.subscription import OwnerChanged, SubscriptionCreated, SubscriptionDeleted
+from idledger.domain.values import OwnershipCause
+from idledger.projections.base import ReadModel, micros
+from idledger.projections.dead_letters import DEAD_LETTER_COLUMNS
+from idledger.projections.sql import PostgresSqlView, Row, SQLiteSqlView, SqlView, Writer
 
 
 def from_micros(value: int) -> datetime:

@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
-from domain.base import DomainEvent
-from domain.subscription import Subscription
-from domain.user import User, UserErased
-from projections.base import ReadModel, micros
-from projections.dead_letters import DEAD_LETTER_COLUMNS
-from projections.sql import PostgresSqlView, SQLiteSqlView, SqlView, Writer
-from projections.state import (
+from idledger.domain.base import DomainEvent
+from idledger.domain.subscription import Subscription
+from idledger.domain.user import User, UserErased
+from idledger.projections.base import ReadModel, micros
+from idledger.projections.dead_letters import DEAD_LETTER_COLUMNS
+from idledger.projections.sql import PostgresSqlView, SQLiteSqlView, SqlView, Writer
+from idledger.projections.state import (
     subscription_from_json,
     subscription_to_json,
     user_from_json,

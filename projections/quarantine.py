@@ -14,13 +14,19 @@ from uuid import UUID
 
 from eventsourcing.persistence import Notification, Tracking
 
-from domain.base import DomainEvent
-from domain.sealing import SEALED_KEY
-from projections.dead_letters import HELD, DeadLetter, Undecodable, describe, is_store_failure
+from idledger.domain.base import DomainEvent
+from idledger.domain.sealing import SEALED_KEY
+from idledger.projections.dead_letters import (
+    HELD,
+    DeadLetter,
+    Undecodable,
+    describe,
+    is_store_failure,
+)
 
 if TYPE_CHECKING:
-    from domain.service import LedgerLog
-    from projections.engine import Follower
+    from idledger.domain.service import LedgerLog
+    from idledger.projections.engine import Follower
 
 log = logging.getLogger(__name__)
 

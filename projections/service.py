@@ -17,9 +17,9 @@ from collections.abc import Iterable
 import psycopg
 from psycopg import sql
 
-from domain.service import LedgerLog
-from projections.dead_letters import describe
-from projections.engine import (
+from idledger.domain.service import LedgerLog
+from idledger.projections.dead_letters import describe
+from idledger.projections.engine import (
     PAGE_SIZE,
     READ_MODELS,
     Follower,
@@ -27,11 +27,11 @@ from projections.engine import (
     catch_up_together,
     is_sqlite,
 )
-from projections.lock import ProjectionBusy, RunnerLock, postgres_conninfo
-from projections.mau import MauTables
-from projections.ownership import OwnershipTables
-from projections.profiles import ProfilesTables
-from projections.quarantine import Retried, retry
+from idledger.projections.lock import ProjectionBusy, RunnerLock, postgres_conninfo
+from idledger.projections.mau import MauTables
+from idledger.projections.ownership import OwnershipTables
+from idledger.projections.profiles import ProfilesTables
+from idledger.projections.quarantine import Retried, retry
 
 log = logging.getLogger(__name__)
 LAG_CHECK_INTERVAL = 10.0

@@ -22,7 +22,7 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteConnection, SQLiteTrackingRecorder
 from psycopg.sql import SQL, Composed
 
-from projections.dead_letters import DeadLetter
+from idledger.projections.dead_letters import DeadLetter
 
 Row = Any  # sqlite3.Row or psycopg's dict row: both are read by column name
 CHUNK = 500  # values per IN (...) list: well under SQLite's bound-parameter limit

@@ -7,9 +7,9 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, create_model
 
-from domain.base import Aggregate, Value
-from domain.subscription import Subscription
-from domain.user import User
+from idledger.domain.base import Aggregate, Value
+from idledger.domain.subscription import Subscription
+from idledger.domain.user import User
 
 A = TypeVar("A", bound=Aggregate)
 

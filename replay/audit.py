@@ -7,13 +7,13 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from domain import history
-from domain.base import DomainEvent
-from domain.errors import UserNotFound
-from domain.history import OwnershipInterval
-from domain.mapper import event_state
-from domain.service import LedgerLog
-from domain.user import User
+from idledger.domain import history
+from idledger.domain.base import DomainEvent
+from idledger.domain.errors import UserNotFound
+from idledger.domain.history import OwnershipInterval
+from idledger.domain.mapper import event_state
+from idledger.domain.service import LedgerLog
+from idledger.domain.user import User
 
 
 @dataclass(frozen=True)

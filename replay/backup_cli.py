@@ -9,8 +9,8 @@ from typing import Annotated, NoReturn
 import psycopg
 import typer
 
-from api.settings import Settings
-from replay.backup import BackupError, backup, restore
+from idledger.api.settings import Settings
+from idledger.replay.backup import BackupError, backup, restore
 
 StoreUrl = Annotated[
     str | None, typer.Option(help="Store URL (default: IDLEDGER_STORE_URL or ./var SQLite).")

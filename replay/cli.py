@@ -23,18 +23,18 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from api.settings import Settings, store_env
-from domain.errors import LedgerError
-from domain.service import LedgerLog
-from projections.engine import READ_MODELS
-from projections.lock import ProjectionBusy
-from replay.audit import audit_subscription, audit_user, event_json
-from replay.backup_cli import backup_command, restore_command
-from replay.csv_cli import import_csv_command
-from replay.dead_letters_cli import dead_letters_command
-from replay.privacy_cli import erase_command, seal_command
-from replay.rebuild import rebuild, swap_in, verify
-from replay.transfer import ImportRefused, export_lines, import_events
+from idledger.api.settings import Settings, store_env
+from idledger.domain.errors import LedgerError
+from idledger.domain.service import LedgerLog
+from idledger.projections.engine import READ_MODELS
+from idledger.projections.lock import ProjectionBusy
+from idledger.replay.audit import audit_subscription, audit_user, event_json
+from idledger.replay.backup_cli import backup_command, restore_command
+from idledger.replay.csv_cli import import_csv_command
+from idledger.replay.dead_letters_cli import dead_letters_command
+from idledger.replay.privacy_cli import erase_command, seal_command
+from idledger.replay.rebuild import rebuild, swap_in, verify
+from idledger.replay.transfer import ImportRefused, export_lines, import_events
 
 T = TypeVar("T")
 console = Console()
@@ -210,7 +210,7 @@ def export(
 ) -> None:
     """Write the ledger's events to standard output, one JSON object per line,
     between a header line and a trailer line (count, last position, SHA-256)."""
-    from api.settings import resolve_index_key
+    from idledger.api.settings import resolve_index_key
 
     env = _env(store_url)
     index_key = resolve_index_key(Settings(), env)
@@ -241,7 +241,7 @@ def import_command(
     store_url: StoreUrl = None,
 ) -> None:
     """Import an export into an empty store: all events or, on bad input, none."""
-    from api.settings import SettingsError, resolve_index_key
+    from idledger.api.settings import SettingsError, resolve_index_key
 
     env = _env(store_url)
     log = LedgerLog(env)

@@ -13,9 +13,9 @@ from uuid import UUID
 
 import typer
 
-from api.settings import Settings, open_ledger
-from domain.ledger import Ledger
-from replay.csv_import import CsvRefused, CsvReport, import_csv, read_csv_text, require_app
+from idledger.api.settings import Settings, open_ledger
+from idledger.domain.ledger import Ledger
+from idledger.replay.csv_import import CsvRefused, CsvReport, import_csv, read_csv_text, require_app
 
 SHOWN_REJECTS = 50
 

@@ -32,12 +32,12 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
-from domain.base import acting_as
-from domain.claim import EXTERNAL_ID_NAMESPACE, alias_namespace
-from domain.errors import LedgerError
-from domain.ledger import Ledger, ProfileChange
-from domain.unit_of_work import UnitOfWork
-from domain.values import (
+from idledger.domain.base import acting_as
+from idledger.domain.claim import EXTERNAL_ID_NAMESPACE, alias_namespace
+from idledger.domain.errors import LedgerError
+from idledger.domain.ledger import Ledger, ProfileChange
+from idledger.domain.unit_of_work import UnitOfWork
+from idledger.domain.values import (
     OwnershipCause,
     SubscriptionSpec,
     SubscriptionType,

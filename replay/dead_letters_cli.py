@@ -9,10 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from api.settings import Settings, store_env
-from projections.engine import READ_MODELS
-from projections.lock import ProjectionBusy
-from projections.service import Projector, ReadModels
+from idledger.api.settings import Settings, store_env
+from idledger.projections.engine import READ_MODELS
+from idledger.projections.lock import ProjectionBusy
+from idledger.projections.service import Projector, ReadModels
 
 console = Console()
 errors = Console(stderr=True)

@@ -9,10 +9,10 @@ from uuid import UUID
 import typer
 from rich.console import Console
 
-from api.settings import Settings, open_ledger, store_env
-from domain.errors import NotFound
-from domain.service import LedgerLog
-from replay.seal import seal_store
+from idledger.api.settings import Settings, open_ledger, store_env
+from idledger.domain.errors import NotFound
+from idledger.domain.service import LedgerLog
+from idledger.replay.seal import seal_store
 
 console = Console()
 errors = Console(stderr=True)

@@ -17,9 +17,15 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from domain.service import LedgerLog
-from projections.engine import READ_MODELS, Follower, catch_up_together, is_sqlite, view_env
-from projections.lock import ProjectionBusy, RunnerLock, postgres_conninfo
+from idledger.domain.service import LedgerLog
+from idledger.projections.engine import (
+    READ_MODELS,
+    Follower,
+    catch_up_together,
+    is_sqlite,
+    view_env,
+)
+from idledger.projections.lock import ProjectionBusy, RunnerLock, postgres_conninfo
 
 REBUILD = "_rebuild"
 VERIFY = "_verify"

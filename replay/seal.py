@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from domain.sealing import SEALED_KEY
-from domain.service import LedgerLog
+from idledger.domain.sealing import SEALED_KEY
+from idledger.domain.service import LedgerLog
 
 PAGE = 1000
 

@@ -31,16 +31,16 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg.sql import SQL, Identifier
 from pydantic import ValidationError
 
-from domain import app as _app  # noqa: F401  (registers the event topics)
-from domain import claim as _claim  # noqa: F401
-from domain import subscription as _subscription  # noqa: F401
-from domain import user as _user  # noqa: F401
-from domain.errors import InvalidValue
-from domain.keystore import SQLiteLedgerRecorder
-from domain.mapper import event_from_state
-from domain.sealing import SEALED_KEY
-from domain.service import LedgerLog
-from domain.values import refuse_unstorable
+from idledger.domain import app as _app  # noqa: F401  (registers the event topics)
+from idledger.domain import claim as _claim  # noqa: F401
+from idledger.domain import subscription as _subscription  # noqa: F401
+from idledger.domain import user as _user  # noqa: F401
+from idledger.domain.errors import InvalidValue
+from idledger.domain.keystore import SQLiteLedgerRecorder
+from idledger.domain.mapper import event_from_state
+from idledger.domain.sealing import SEALED_KEY
+from idledger.domain.service import LedgerLog
+from idledger.domain.values import refuse_unstorable
 
 PAGE = 1000
 FORMAT = 1

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from domain.base import Aggregate
+from idledger.domain.base import Aggregate
 
 
 def exact(value: Any) -> Any:

@@ -9,9 +9,9 @@ from uuid import UUID
 
 from hypothesis import strategies as st
 
-from domain.errors import LedgerError
-from domain.ledger import Ledger
-from domain.values import OwnershipCause
+from idledger.domain.errors import LedgerError
+from idledger.domain.ledger import Ledger
+from idledger.domain.values import OwnershipCause
 from tests.helpers import email, ios, web
 
 TOKENS = 6

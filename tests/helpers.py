@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from domain.ledger import Ledger
-from domain.values import SubscriptionSpec, SubscriptionType
-from projections.service import Projector, ReadModels
+from idledger.domain.ledger import Ledger
+from idledger.domain.values import SubscriptionSpec, SubscriptionType
+from idledger.projections.service import Projector, ReadModels
 
 
 def ios(token: str) -> SubscriptionSpec:

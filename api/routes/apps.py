@@ -7,12 +7,12 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
-from api.deps import Admin, RuntimeDep
-from api.lookup import segment
-from api.routes.common import ERRORS
-from api.schemas import AppIn, AppOut
-from domain.app import App
-from domain.errors import AppNotFound
+from idledger.api.deps import Admin, RuntimeDep
+from idledger.api.lookup import segment
+from idledger.api.routes.common import ERRORS
+from idledger.api.schemas import AppIn, AppOut
+from idledger.domain.app import App
+from idledger.domain.errors import AppNotFound
 
 router = APIRouter(prefix="/apps", tags=["apps"], responses=ERRORS)
 

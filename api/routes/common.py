@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.errors import ApiError
-from api.schemas import ErrorBody
+from idledger.api.errors import ApiError
+from idledger.api.schemas import ErrorBody
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "A field broke a rule; the body names it"},

@@ -11,13 +11,13 @@ from uuid import UUID
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import AppId, RuntimeDep
-from api.routes.common import ERRORS
-from api.runtime import Runtime
-from api.schemas import Body
-from domain.claim import EXTERNAL_ID_NAMESPACE, token_namespace
-from domain.errors import AliasConflict
-from domain.values import (
+from idledger.api.deps import AppId, RuntimeDep
+from idledger.api.routes.common import ERRORS
+from idledger.api.runtime import Runtime
+from idledger.api.schemas import Body
+from idledger.domain.claim import EXTERNAL_ID_NAMESPACE, token_namespace
+from idledger.domain.errors import AliasConflict
+from idledger.domain.values import (
     DeviceInfo,
     OwnershipCause,
     SubscriptionSpec,

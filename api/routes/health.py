@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from api.deps import RuntimeDep
-from api.errors import RETRY_AFTER_SECONDS
-from api.runtime import Runtime
-from projections.dead_letters import describe, is_store_failure
+from idledger.api.deps import RuntimeDep
+from idledger.api.errors import RETRY_AFTER_SECONDS
+from idledger.api.runtime import Runtime
+from idledger.projections.dead_letters import describe, is_store_failure
 
 router = APIRouter(tags=["health"])
 

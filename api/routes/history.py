@@ -10,16 +10,16 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel
 
-from api.convert import identity_of, properties_of
-from api.deps import AppId, RuntimeDep
-from api.errors import ApiError
-from api.routes.common import ERRORS
-from api.routes.subscriptions import subscription_uuid
-from api.schemas import PropertiesOut
-from domain.base import DomainEvent
-from domain.errors import SubscriptionNotFound, UserNotFound
-from domain.history import OwnershipInterval, events_of
-from domain.mapper import event_state
+from idledger.api.convert import identity_of, properties_of
+from idledger.api.deps import AppId, RuntimeDep
+from idledger.api.errors import ApiError
+from idledger.api.routes.common import ERRORS
+from idledger.api.routes.subscriptions import subscription_uuid
+from idledger.api.schemas import PropertiesOut
+from idledger.domain.base import DomainEvent
+from idledger.domain.errors import SubscriptionNotFound, UserNotFound
+from idledger.domain.history import OwnershipInterval, events_of
+from idledger.domain.mapper import event_state
 
 router = APIRouter(prefix="/apps/{app_id}/idledger", tags=["idledger"], responses=ERRORS)
 MAX_MAU_DAYS = 3660

@@ -7,11 +7,11 @@ from uuid import UUID
 
 from fastapi import APIRouter, Response
 
-from api.convert import subscription_out, subscription_spec, subscription_update
-from api.deps import AppId, RuntimeDep
-from api.lookup import identity_body, segment, user_id_for
-from api.routes.common import ERRORS, identity_change
-from api.schemas import (
+from idledger.api.convert import subscription_out, subscription_spec, subscription_update
+from idledger.api.deps import AppId, RuntimeDep
+from idledger.api.lookup import identity_body, segment, user_id_for
+from idledger.api.routes.common import ERRORS, identity_change
+from idledger.api.schemas import (
     IdentityBody,
     IdentityOut,
     SubscriptionBody,
@@ -19,9 +19,9 @@ from api.schemas import (
     SubscriptionPatchBody,
     TransferIn,
 )
-from domain.errors import SubscriptionNotFound
-from domain.ledger import ProfileChange
-from domain.values import OwnershipCause
+from idledger.domain.errors import SubscriptionNotFound
+from idledger.domain.ledger import ProfileChange
+from idledger.domain.values import OwnershipCause
 
 router = APIRouter(prefix="/apps/{app_id}", tags=["subscriptions"], responses=ERRORS)
 STATUS = {"created": 201, "moved": 202, "unchanged": 200}

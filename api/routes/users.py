@@ -7,16 +7,16 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 
-from api.convert import (
+from idledger.api.convert import (
     identity_of,
     properties_in,
     properties_of,
     purchase_in,
     subscription_spec,
 )
-from api.deps import AppId, RuntimeDep
-from api.errors import ApiError
-from api.lookup import (
+from idledger.api.deps import AppId, RuntimeDep
+from idledger.api.errors import ApiError
+from idledger.api.lookup import (
     identity_body,
     live_user,
     profile_body,
@@ -25,9 +25,9 @@ from api.lookup import (
     user_for,
     user_id_for,
 )
-from api.routes.common import ERRORS, identity_change
-from api.runtime import Runtime
-from api.schemas import (
+from idledger.api.routes.common import ERRORS, identity_change
+from idledger.api.runtime import Runtime
+from idledger.api.schemas import (
     IdentityBody,
     IdentityOut,
     PropertiesBodyOut,
@@ -36,10 +36,10 @@ from api.schemas import (
     UserIn,
     UserOut,
 )
-from domain.claim import token_namespace
-from domain.errors import AliasConflict, UserNotFound
-from domain.ledger import ProfileChange
-from domain.service import UserOutcome
+from idledger.domain.claim import token_namespace
+from idledger.domain.errors import AliasConflict, UserNotFound
+from idledger.domain.ledger import ProfileChange
+from idledger.domain.service import UserOutcome
 
 router = APIRouter(prefix="/apps/{app_id}/users", tags=["users"], responses=ERRORS)
 BY_ALIAS = "/by/{alias_label}/{alias_id}"

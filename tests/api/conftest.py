@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api.main import create_app
-from api.settings import Settings
+from idledger.api.main import create_app
+from idledger.api.settings import Settings
 from tests.conftest import INDEX_KEY, store_url
 
 ADMIN_KEY = "test-organization-key"

@@ -17,10 +17,10 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from domain.service import LedgerLog
-from projections.service import ReadModels
-from replay.rebuild import verify
-from replay.transfer import export_lines, import_events
+from idledger.domain.service import LedgerLog
+from idledger.projections.service import ReadModels
+from idledger.replay.rebuild import verify
+from idledger.replay.transfer import export_lines, import_events
 from tests.api.conftest import Tenant, new_tenant
 from tests.conftest import fresh_store, store_url
 

@@ -9,9 +9,9 @@ from typing import Any
 import psycopg
 from fastapi.testclient import TestClient
 
-from api.main import create_app
-from api.settings import Settings
-from projections.lock import postgres_conninfo
+from idledger.api.main import create_app
+from idledger.api.settings import Settings
+from idledger.projections.lock import postgres_conninfo
 from tests.api.conftest import ADMIN_KEY, Tenant, new_tenant
 from tests.conftest import INDEX_KEY, store_url
 

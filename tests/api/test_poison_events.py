@@ -15,8 +15,8 @@ import psycopg
 from eventsourcing.persistence import StoredEvent
 from fastapi.testclient import TestClient
 
-from api.settings import Settings
-from domain.ledger import Ledger
+from idledger.api.settings import Settings
+from idledger.domain.ledger import Ledger
 from tests.api.conftest import Tenant, new_tenant
 from tests.conftest import INDEX_KEY, store_url
 
@@ -144,7 +144,7 @@ def test_a_dead_letter_is_listed_and_applies_on_retry_once_fixed(
 ) -> None:
     """A damaged read model (a stray row claiming an alias) makes an event fail;
     once the row is removed, `idledger dead-letters --retry` applies it."""
-    from api.main import create_app
+    from idledger.api.main import create_app
 
     with TestClient(create_app(settings)) as client:
         tenant = new_tenant(client)

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from domain.ledger import Ledger
+from idledger.domain.ledger import Ledger
 from tests.api.conftest import ADMIN_KEY
 from tests.conftest import INDEX_KEY, fresh_store, store_url
 from tests.serving import serving

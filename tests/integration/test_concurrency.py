@@ -12,9 +12,9 @@ from uuid import UUID
 
 import pytest
 
-from domain.errors import ConcurrencyConflict
-from domain.ledger import Ledger
-from domain.service import MAX_ATTEMPTS
+from idledger.domain.errors import ConcurrencyConflict
+from idledger.domain.ledger import Ledger
+from idledger.domain.service import MAX_ATTEMPTS
 from tests.conftest import INDEX_KEY
 from tests.helpers import device_user, ios
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from domain.ledger import Ledger
-from domain.service import LedgerLog
-from projections.service import Projector, ReadModels
-from replay.transfer import export_lines, import_events
+from idledger.domain.ledger import Ledger
+from idledger.domain.service import LedgerLog
+from idledger.projections.service import Projector, ReadModels
+from idledger.replay.transfer import export_lines, import_events
 from tests.conftest import INDEX_KEY, fresh_store, store_url
 from tests.helpers import device_user, ios
 

@@ -13,9 +13,9 @@ from uuid import UUID
 
 import pytest
 
-from domain.ledger import Ledger, ProfileChange
-from domain.service import SubscriptionOutcome
-from domain.values import (
+from idledger.domain.ledger import Ledger, ProfileChange
+from idledger.domain.service import SubscriptionOutcome
+from idledger.domain.values import (
     MAX_SUBSCRIPTIONS_PER_USER,
     OwnershipCause,
     SubscriptionSpec,

@@ -23,11 +23,16 @@ import psycopg
 import pytest
 
 from bench.synth import BatchWriter, identified_user
-from domain.keystore import KEYS_TABLE
-from domain.ledger import Ledger
-from domain.service import LedgerLog
-from projections.lock import postgres_conninfo
-from replay.transfer import ImportRefused, export_lines, import_events, index_key_fingerprint
+from idledger.domain.keystore import KEYS_TABLE
+from idledger.domain.ledger import Ledger
+from idledger.domain.service import LedgerLog
+from idledger.projections.lock import postgres_conninfo
+from idledger.replay.transfer import (
+    ImportRefused,
+    export_lines,
+    import_events,
+    index_key_fingerprint,
+)
 from tests.conftest import INDEX_KEY, fresh_store, store_url
 from tests.helpers import device_user, ios
 

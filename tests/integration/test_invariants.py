@@ -9,11 +9,11 @@ from uuid import UUID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domain.claim import EXTERNAL_ID_NAMESPACE
-from domain.history import fold_until
-from domain.ledger import Ledger
-from domain.subscription import Subscription
-from domain.values import MAX_SUBSCRIPTIONS_PER_USER
+from idledger.domain.claim import EXTERNAL_ID_NAMESPACE
+from idledger.domain.history import fold_until
+from idledger.domain.ledger import Ledger
+from idledger.domain.subscription import Subscription
+from idledger.domain.values import MAX_SUBSCRIPTIONS_PER_USER
 from tests.commands import Step, World, play, step
 from tests.conftest import INDEX_KEY, FakeClock, fresh_store
 

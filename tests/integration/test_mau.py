@@ -9,10 +9,10 @@ from uuid import UUID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domain.ledger import Ledger
-from domain.values import SubscriptionSpec, SubscriptionType
-from projections.mau import WINDOW_DAYS, newly_covered
-from projections.service import ReadModels
+from idledger.domain.ledger import Ledger
+from idledger.domain.values import SubscriptionSpec, SubscriptionType
+from idledger.projections.mau import WINDOW_DAYS, newly_covered
+from idledger.projections.service import ReadModels
 from tests.conftest import INDEX_KEY, FakeClock, fresh_store
 from tests.helpers import caught_up, email, ios, web
 

@@ -6,9 +6,9 @@ from uuid import UUID
 
 import pytest
 
-from domain.errors import UserNotFound, UserRetired
-from domain.ledger import Ledger
-from domain.values import OwnershipCause
+from idledger.domain.errors import UserNotFound, UserRetired
+from idledger.domain.ledger import Ledger
+from idledger.domain.values import OwnershipCause
 from tests.helpers import device_user, email, ios, web
 
 

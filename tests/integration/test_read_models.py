@@ -11,14 +11,14 @@ from eventsourcing.projection import ProjectionRunner as LibraryProjectionRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domain.errors import SubscriptionNotFound
-from domain.ledger import Ledger
-from domain.service import LedgerLog
-from domain.subscription import Subscription
-from projections.lock import ProjectionBusy
-from projections.profiles import PostgresProfilesView, ProfilesProjection
-from projections.service import Projector, ReadModels
-from projections.state import subscription_to_json, user_to_json
+from idledger.domain.errors import SubscriptionNotFound
+from idledger.domain.ledger import Ledger
+from idledger.domain.service import LedgerLog
+from idledger.domain.subscription import Subscription
+from idledger.projections.lock import ProjectionBusy
+from idledger.projections.profiles import PostgresProfilesView, ProfilesProjection
+from idledger.projections.service import Projector, ReadModels
+from idledger.projections.state import subscription_to_json, user_to_json
 from tests.commands import Step, play, step
 from tests.conftest import INDEX_KEY, FakeClock, fresh_store
 from tests.helpers import caught_up, device_user, ios, web

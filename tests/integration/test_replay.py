@@ -16,15 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from api.cli import app as cli
-from domain.ledger import Ledger
-from domain.service import LedgerLog
-from projections.engine import Follower
-from projections.lock import ProjectionBusy, postgres_conninfo
-from projections.service import Projector, ReadModels
-from replay.csv_import import import_csv
-from replay.rebuild import REBUILD, rebuild, share_out, swap_in, verify
-from replay.transfer import ImportRefused, export_lines, import_events
+from idledger.cli import app as cli
+from idledger.domain.ledger import Ledger
+from idledger.domain.service import LedgerLog
+from idledger.projections.engine import Follower
+from idledger.projections.lock import ProjectionBusy, postgres_conninfo
+from idledger.projections.service import Projector, ReadModels
+from idledger.replay.csv_import import import_csv
+from idledger.replay.rebuild import REBUILD, rebuild, share_out, swap_in, verify
+from idledger.replay.transfer import ImportRefused, export_lines, import_events
 from tests.commands import Step, play, step
 from tests.conftest import INDEX_KEY, FakeClock, fresh_store, store_url
 from tests.helpers import caught_up, device_user, ios

@@ -8,16 +8,16 @@ from uuid import UUID
 
 import pytest
 
-from domain.errors import (
+from idledger.domain.errors import (
     AliasConflict,
     AliasNotFound,
     InvalidValue,
     SubscriptionNotFound,
     UserNotFound,
 )
-from domain.ledger import Ledger
-from domain.ownership import TokenTaken
-from domain.values import (
+from idledger.domain.ledger import Ledger
+from idledger.domain.ownership import TokenTaken
+from idledger.domain.values import (
     OwnershipCause,
     Purchase,
     SubscriptionType,

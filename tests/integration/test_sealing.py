@@ -14,9 +14,9 @@ from uuid import UUID
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from domain.ledger import Ledger
-from domain.service import LedgerLog
-from replay.transfer import ImportRefused, import_events
+from idledger.domain.ledger import Ledger
+from idledger.domain.service import LedgerLog
+from idledger.replay.transfer import ImportRefused, import_events
 from tests.api.test_erasure import _raw_store_text
 from tests.conftest import INDEX_KEY, store_url
 

@@ -21,14 +21,14 @@ import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from domain.errors import SubscriptionNotFound, UserNotFound
-from domain.history import events_of, fold_until, ownership_timeline
-from domain.ledger import Ledger
-from domain.service import LedgerLog
-from domain.subscription import Subscription
-from domain.user import User, UserSnapshot
-from domain.values import OwnershipCause, Purchase, UserProperties
-from replay.transfer import export_lines, import_events
+from idledger.domain.errors import SubscriptionNotFound, UserNotFound
+from idledger.domain.history import events_of, fold_until, ownership_timeline
+from idledger.domain.ledger import Ledger
+from idledger.domain.service import LedgerLog
+from idledger.domain.subscription import Subscription
+from idledger.domain.user import User, UserSnapshot
+from idledger.domain.values import OwnershipCause, Purchase, UserProperties
+from idledger.replay.transfer import export_lines, import_events
 from tests.aggregate_state import state
 from tests.conftest import INDEX_KEY, POSTGRES_URL, FakeClock, fresh_store
 from tests.helpers import device_user, ios

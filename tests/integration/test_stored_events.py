@@ -9,9 +9,9 @@ from uuid import UUID
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from domain.errors import UserNotFound
-from domain.ledger import Ledger
-from domain.mapper import SCHEMA_VERSION_KEY, MapperValidationError
+from idledger.domain.errors import UserNotFound
+from idledger.domain.ledger import Ledger
+from idledger.domain.mapper import SCHEMA_VERSION_KEY, MapperValidationError
 from tests.conftest import INDEX_KEY
 from tests.helpers import device_user, ios
 

@@ -7,8 +7,8 @@ import json
 
 from eventsourcing.persistence import StoredEvent
 
-from domain.ledger import Ledger
-from projections.service import ReadModels
+from idledger.domain.ledger import Ledger
+from idledger.projections.service import ReadModels
 from tests.helpers import caught_up
 from tests.unit.test_mapper import NicknameSet
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
-from domain.ownership import choose_eviction_victim
-from domain.subscription import Subscription
-from domain.user import TagsChanged, User
-from domain.values import OwnershipCause, SubscriptionSpec, SubscriptionType
+from idledger.domain.ownership import choose_eviction_victim
+from idledger.domain.subscription import Subscription
+from idledger.domain.user import TagsChanged, User
+from idledger.domain.values import OwnershipCause, SubscriptionSpec, SubscriptionType
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
-from domain.base import DomainEvent
-from domain.mapper import JsonTranscoder, PydanticMapper, event_state
-from domain.user import TagsChanged, User
+from idledger.domain.base import DomainEvent
+from idledger.domain.mapper import JsonTranscoder, PydanticMapper, event_state
+from idledger.domain.user import TagsChanged, User
 
 
 class NicknameSet(DomainEvent[User]):

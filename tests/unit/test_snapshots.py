@@ -11,12 +11,12 @@ from uuid import uuid4
 
 import pytest
 
-from domain.base import Aggregate
-from domain.mapper import JsonTranscoder, PydanticMapper
-from domain.snapshot import AggregateSnapshot, SnapshotMismatch
-from domain.subscription import Subscription, SubscriptionSnapshot
-from domain.user import User, UserSnapshot
-from domain.values import (
+from idledger.domain.base import Aggregate
+from idledger.domain.mapper import JsonTranscoder, PydanticMapper
+from idledger.domain.snapshot import AggregateSnapshot, SnapshotMismatch
+from idledger.domain.subscription import Subscription, SubscriptionSnapshot
+from idledger.domain.user import User, UserSnapshot
+from idledger.domain.values import (
     DeviceInfo,
     OwnershipCause,
     Purchase,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from domain.errors import InvalidValue
-from domain.values import (
+from idledger.domain.errors import InvalidValue
+from idledger.domain.values import (
     PLACEHOLDER_EXTERNAL_IDS,
     Purchase,
     SubscriptionType,

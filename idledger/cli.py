@@ -17,16 +17,16 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from api.demo import run_login_scenario
-from api.runtime import StoreUnreachable, check_store
-from api.settings import Settings, SettingsError, open_ledger, store_env
-from domain.keystore import MasterKeyMissing
-from domain.ledger import Ledger
-from domain.user import User
-from projections.engine import READ_MODELS
-from projections.lock import ProjectionBusy
-from projections.service import Projector, ReadModels
-from replay.cli import register as register_replay_verbs
+from idledger.api.demo import run_login_scenario
+from idledger.api.runtime import StoreUnreachable, check_store
+from idledger.api.settings import Settings, SettingsError, open_ledger, store_env
+from idledger.domain.keystore import MasterKeyMissing
+from idledger.domain.ledger import Ledger
+from idledger.domain.user import User
+from idledger.projections.engine import READ_MODELS
+from idledger.projections.lock import ProjectionBusy
+from idledger.projections.service import Projector, ReadModels
+from idledger.replay.cli import register as register_replay_verbs
 
 app = typer.Typer(help="idledger: an event-sourced identity ledger.", no_args_is_help=True)
 console = Console()
@@ -77,7 +77,7 @@ def serve(
     # the environment carries the choice to the app factory in every worker process.
     os.environ["IDLEDGER_ACCESS_LOG"] = "1" if access_log else "0"
     uvicorn.run(
-        "api.main:create_app",
+        "idledger.api.main:create_app",
         factory=True,
         host=host,
         port=port,
