@@ -1,37 +1,39 @@
-"""An access log that names routes, never paths.
+"""What every HTTP request leaves behind: a request id, metrics, an access line.
 
-uvicorn's own access log prints the request path and query string, which hold
-external ids, aliases, tokens and email addresses (``/users/by/external_id/alice``).
-This middleware logs one line per HTTP request on the ``idledger.access`` logger
-instead: the method, the matched route *template*
-(``/apps/{app_id}/users/by/{alias_label}/{alias_id}``), the status code and the
-duration. Path parameters, the raw path and the query string are never logged; a
-request that no route matched logs ``<unmatched>``.
+One pure ASGI middleware, so that a request pays for one layer:
 
-It is switched by the environment variable ``IDLEDGER_ACCESS_LOG``: ``1`` turns it
-on, anything else (or unset) leaves it out of the application entirely, so it costs
-nothing when off. ``idledger serve`` sets the variable from ``--access-log`` /
-``--no-access-log`` (default on) before uvicorn imports the app factory, in every
-worker process, and always turns uvicorn's own access log off.
+- **Request id**: the client's ``X-Request-Id`` if it looks like an id (letters,
+  digits, ``._:-``, at most 64), else a fresh one; echoed in the response's
+  ``X-Request-Id`` and carried by every log line written while the request is
+  served (``log_setup.current_request``).
+- **Metrics** (``api/metrics.py``), unless ``IDLEDGER_METRICS=0``.
+- **Access log**: one INFO line per request on the ``idledger.access`` logger:
+  method, route *template* (``/apps/{app_id}/users/by/{alias_label}/{alias_id}``),
+  status and duration; with the request id and app id as fields. Path parameters
+  other than a well-formed app id, the raw path and the query string are never
+  logged; a request that no route matched is ``<unmatched>``. Switched by
+  ``IDLEDGER_ACCESS_LOG`` (``1`` on; ``idledger serve`` sets it from
+  ``--access-log`` / ``--no-access-log``, default on, in every worker process).
+  uvicorn's own access log, which prints raw paths, is always off.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
-from typing import Any
 
-import fastapi.routing
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-ENV_VAR = "IDLEDGER_ACCESS_LOG"
-UNMATCHED = "<unmatched>"
-FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+from idledger.api import metrics
+from idledger.api.log_setup import ACCESS_LOGGER, RequestContext, current_request, sane_request_id
+from idledger.api.route_template import route_of, template_of
 
-logger = logging.getLogger("idledger.access")
+ENV_VAR = "IDLEDGER_ACCESS_LOG"
+REQUEST_ID_HEADER = b"x-request-id"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+logger = logging.getLogger(ACCESS_LOGGER)
 
 
 def access_log_enabled() -> bool:
@@ -39,86 +41,75 @@ def access_log_enabled() -> bool:
     return os.environ.get(ENV_VAR, "0").strip() == "1"
 
 
-def configure_logger() -> None:
-    """Make ``idledger.access`` print under uvicorn, which configures only its own
-    loggers: a stderr handler unless one is already attached, and no propagation
-    (a root handler would print every line twice)."""
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(FORMAT))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-
-
-class AccessLog:
-    """Pure ASGI middleware: one INFO line per HTTP request, once it is over.
-
-    Register it inside ``RawPathRouting`` (which hands the router a copy of the
+class RequestTelemetry:
+    """Register it inside ``RawPathRouting`` (which hands the router a copy of the
     scope): the router records the matched route in that copy, and this
     middleware reads it from there."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, access_log: bool, count: bool) -> None:
         self.app = app
+        self.access_log = access_log
+        self.count = count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        request_id = sane_request_id(_header(scope, REQUEST_ID_HEADER))
+        echoed = (REQUEST_ID_HEADER, request_id.encode("ascii"))
+        context = current_request.set(RequestContext(request_id, scope))
         status: int | None = None
 
-        async def send_and_note(message: Message) -> None:
+        async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), echoed]}
             await send(message)
 
         try:
-            await self.app(scope, receive, send_and_note)
-        except Exception:
+            await self.app(scope, receive, send_with_id)
+        except BaseException:  # an error, or the request cancelled
             if status is None:
                 status = 500  # what ServerErrorMiddleware, outside us, will answer
+            self._done(scope, status, time.perf_counter() - start)
+            # The request stays current: the server logs the error next, in this
+            # same task, and its line then names the request (the task ends after).
             raise
-        finally:
-            elapsed_ms = (time.perf_counter() - start) * 1000
+        self._done(scope, status, time.perf_counter() - start)
+        current_request.reset(context)
+
+    def _done(self, scope: Scope, status: int | None, seconds: float) -> None:
+        method = scope.get("method", "")
+        if method not in KNOWN_METHODS:
+            method = "OTHER"  # not one metrics series per method a client invents
+        route = route_of(scope, status)
+        template = template_of(route)
+        if self.count:
+            metrics.count_request(method, route, template, status, seconds)
+            counts = getattr(getattr(scope.get("app"), "state", None), "ledger_counts", None)
+            if counts is not None and method in metrics.WRITE_METHODS:
+                counts.after_write()
+        if self.access_log:
+            duration_ms = round(seconds * 1000, 1)
             logger.info(
                 "%s %s %s %.1fms",
-                scope.get("method", "-"),
-                route_template(scope, status),
+                method,
+                template,
                 status if status is not None else "-",
-                elapsed_ms,
+                duration_ms,
+                extra={
+                    "method": method,
+                    "route": template,
+                    "status": status,
+                    "duration_ms": duration_ms,
+                },
             )
 
 
-def route_template(scope: Scope, status: int | None) -> str:
-    """The template of the route that handled the request, or ``<unmatched>``."""
-    route = scope.get("route")
-    if route is None and status != 404:
-        # Answered before routing (413 from BodyLimit, say): find the route the
-        # router would have chosen. A 404 already means no route matched.
-        route = _match(scope)
-    if route is None:
-        return UNMATCHED
-    template = getattr(route, "path_format", None) or getattr(route, "path", None)
-    return template if isinstance(template, str) else UNMATCHED
-
-
-def _match(scope: Scope) -> Any:
-    app = scope.get("app")
-    routes = getattr(getattr(app, "router", None), "routes", None)
-    if not routes:
-        return None
-    # FastAPI keeps included routers whole; iter_route_contexts (where present)
-    # yields their routes one by one, with the full path.
-    iterate = getattr(fastapi.routing, "iter_route_contexts", None)
-    candidates = iterate(routes) if iterate is not None else routes
-    probe = {**scope}
-    partial = None
-    for candidate in candidates:
-        match, _ = candidate.matches(probe)
-        if match is Match.FULL:
-            return candidate
-        if match is Match.PARTIAL and partial is None:
-            partial = candidate  # e.g. 405: the path matches, the method does not
-    return partial
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers") or ():
+        if key == name:
+            return bytes(value)
+    return None

@@ -2,32 +2,87 @@
 
 from __future__ import annotations
 
+import copy
 import hmac
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import Depends, Header, Path, Request
+from fastapi import Depends, Header, Path, Request, Response, Security
+from fastapi.security import APIKeyHeader
 
 from idledger.api.errors import ApiError
+from idledger.api.read_replicas import (
+    MIN_POSITION_HEADER,
+    POSITION_HEADER,
+    READ_FROM_HEADER,
+    answering,
+    min_position,
+)
 from idledger.api.runtime import Runtime
 from idledger.domain.errors import AppNotFound
 from idledger.domain.unit_of_work import start_writing
 
 
 # Dependencies are async so that lookups served on the event loop stay there.
-async def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request, response: Response) -> Runtime:
     """The runtime, unless the store is known to be down: then 503 at once."""
     runtime: Runtime = request.app.state.runtime
     runtime.gate.check()
     # Runs in the request's own context, which the route's worker thread copies:
     # the positions this request writes are noted from a clean slate.
     start_writing()
+    answering(response)  # a write's answer carries its log position
     return runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
+
+async def get_reader(
+    runtime: RuntimeDep,
+    response: Response,
+    wanted: Annotated[
+        str | None,
+        Header(
+            alias=MIN_POSITION_HEADER,
+            description=f"A write's {POSITION_HEADER}: the answer then includes that write "
+            "(read-your-writes), from a hot standby that has it or else from the primary.",
+        ),
+    ] = None,
+) -> Runtime:
+    """The runtime a read answers from: with hot standbys (IDLEDGER_READ_URL), its read
+    models are those of the standby chosen for this read (api/read_replicas.py)."""
+    position = min_position(wanted)
+    if runtime.replicas is None:
+        return runtime
+    source, models = await runtime.replicas.choose(position)
+    response.headers[READ_FROM_HEADER] = source
+    if models is runtime.models:
+        return runtime
+    reader = copy.copy(runtime)  # shallow: the same ledger, gate and caches
+    reader.models = models
+    return reader
+
+
+ReaderDep = Annotated[Runtime, Depends(get_reader)]
+
 UNAUTHORIZED = ApiError(401, "unauthorized", "missing or invalid Authorization: Key <REST API key>")
+
+# The schemes say how to authorize (so /docs has an Authorize button); the checks
+# below stay ours: `Key <key>` (or `Basic <key>`), and the same 401 for every miss.
+APP_KEY = APIKeyHeader(
+    name="Authorization",
+    scheme_name="AppKey",
+    description="The app's REST API key, as `Key <REST API key>` (type `Key ` too). "
+    "POST /apps shows it once, in `basic_auth_key`.",
+    auto_error=False,
+)
+ORGANIZATION_KEY = APIKeyHeader(
+    name="Authorization",
+    scheme_name="OrganizationKey",
+    description="The organization key (IDLEDGER_ADMIN_KEY), as `Key <organization key>`.",
+    auto_error=False,
+)
 
 
 def presented_key(authorization: str | None) -> str:
@@ -40,7 +95,7 @@ def presented_key(authorization: str | None) -> str:
 async def authenticated_app(
     runtime: RuntimeDep,
     app_id: Annotated[str, Path(description="The app's id (UUID)")],
-    authorization: Annotated[str | None, Header()] = None,
+    authorization: Annotated[str | None, Security(APP_KEY)],
 ) -> UUID:
     """The app whose REST API key was presented. An unknown app and a wrong key get
     the same answer, so one app's key cannot even confirm another app exists."""
@@ -58,7 +113,7 @@ AppId = Annotated[UUID, Depends(authenticated_app)]
 
 
 def require_admin(
-    runtime: RuntimeDep, authorization: Annotated[str | None, Header()] = None
+    runtime: RuntimeDep, authorization: Annotated[str | None, Security(ORGANIZATION_KEY)]
 ) -> None:
     expected = runtime.settings.admin_key
     if not expected or not hmac.compare_digest(presented_key(authorization), expected):

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from idledger.api.errors import ApiError, unavailable
+from idledger.api.metrics import count_store_error
 from idledger.projections.dead_letters import describe
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class StoreGate:
         return unavailable("store-unavailable", f"the event store is unreachable: {self._reason}")
 
     def trip(self, error: BaseException) -> None:
+        count_store_error(error)  # every failure met, not only the one that closes the gate
         with self._lock:
             if self._down_since is not None:
                 return

@@ -11,7 +11,8 @@ from uuid import UUID
 
 from idledger.api.errors import unavailable
 from idledger.api.outage import StoreGate
-from idledger.api.settings import Settings, open_ledger, store_env
+from idledger.api.read_replicas import ReadReplicas, tell_position
+from idledger.api.settings import Settings, open_ledger, read_store_envs, store_env
 from idledger.domain.app import App
 from idledger.domain.ledger import Ledger
 from idledger.domain.unit_of_work import first_written
@@ -38,6 +39,7 @@ class Runtime:
     models: ReadModels
     projector: Projector | None
     gate: StoreGate
+    replicas: ReadReplicas | None = None  # hot standbys for reads (IDLEDGER_READ_URL)
     _apps: dict[UUID, tuple[float, App]] = field(default_factory=dict)
 
     def app(self, app_id: UUID) -> App:
@@ -66,7 +68,7 @@ class Runtime:
                 log.info("read models are projected by another runner")
                 projector = None
         gate = StoreGate(probe=ledger.recorder.max_notification_id)
-        return cls(settings, ledger, models, projector, gate)
+        return cls(settings, ledger, models, projector, gate, replicas=_replicas(settings, models))
 
     def written(self, position: int | None) -> None:
         """Read-your-writes: wake the projector, then wait (bounded) for it. A write
@@ -78,14 +80,24 @@ class Runtime:
         claims) still answers from the read models, which may not hold the winner's
         write yet: it waits for the log head as it is now instead."""
         first = first_written()  # once: it resets what this request wrote
-        if self.projector is not None:
-            self.projector.nudge()
         wanted = position if position is not None else self.ledger.recorder.max_notification_id()
-        if not self.models.wait_for(wanted or None, self.settings.consistency_timeout):
+        timeout = self.settings.consistency_timeout
+        if self.projector is not None:  # in-process: woken by the catch-up, no polling
+            self.projector.nudge()
+            projected = self.projector.wait_for(wanted or None, timeout)
+        else:
+            projected = self.models.wait_for(wanted or None, timeout)
+        if not projected:
             assert wanted is not None
             raise unavailable("read-model-behind", self._behind(wanted, position is not None))
+        tell_position(wanted)  # X-Idledger-Position: what a read after this one may wait for
         # Only what this request wrote can fail it: the head may hold others' events.
-        set_aside = self.models.set_aside(first, position) if first and position else []
+        # (An in-process projector knows when no read model holds any dead letter.)
+        set_aside: list[str] = []
+        if first and position:
+            projector = self.projector
+            if projector is None or not projector.none_set_aside(position):
+                set_aside = self.models.set_aside(first, position)
         if set_aside:
             raise unavailable(
                 "read-model-dead-letter",
@@ -107,6 +119,8 @@ class Runtime:
 
     def close(self) -> None:
         self.gate.close()
+        if self.replicas is not None:
+            self.replicas.close()
         if self.projector is not None:
             self.projector.stop()
         self.models.close()
@@ -116,9 +130,19 @@ class Runtime:
 def check_store(settings: Settings) -> None:
     """Wait (up to ``startup_timeout``) until the store answers, else raise
     ``StoreUnreachable``: what `idledger serve` does before it listens."""
+    read_store_envs(settings)  # a wrong IDLEDGER_READ_URL is refused before anything opens
     ledger, models = _open_store(settings)
     models.close()
     ledger.close()
+
+
+def _replicas(settings: Settings, models: ReadModels) -> ReadReplicas | None:
+    envs = read_store_envs(settings)
+    if not envs:
+        return None
+    replicas = ReadReplicas(envs, models, settings.read_wait_ms, settings.read_max_lag)
+    replicas.start()
+    return replicas
 
 
 def _open_store(settings: Settings) -> tuple[Ledger, ReadModels]:

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from idledger.domain.group_commit import GroupCommitSettings
 from idledger.domain.ledger import Ledger
 from idledger.domain.service import Clock, utc_now
 
@@ -56,19 +57,62 @@ class Settings(BaseSettings):
         description="How long `serve` keeps retrying an unreachable store at start-up "
         "before it exits non-zero (0: fail at once).",
     )
+    group_commit_window_ms: float = Field(
+        default=GroupCommitSettings.window_ms,
+        ge=0,
+        le=10_000,
+        description="Group commit: how long a batch waits for commands still deciding "
+        "(never when none is), in milliseconds.",
+    )
+    group_commit_max: int = Field(
+        default=GroupCommitSettings.max_batch,
+        ge=1,
+        le=10_000,
+        description="Group commit: most commands saved in one transaction (1: off).",
+    )
+    read_url: str = Field(
+        default="",
+        description="PostgreSQL hot standbys of the store, comma-separated "
+        "(postgresql://user:pw@host:port[/db][?schema=s]; db and schema default to the "
+        "store's): lookups and read-model queries are answered there (api/read_replicas.py).",
+    )
+    read_wait_ms: int = Field(
+        default=250,
+        ge=0,
+        description="How long a read carrying X-Idledger-Min-Position waits for a standby "
+        "to have applied that position before it is answered by the primary.",
+    )
+    read_max_lag: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds a standby's read models may be behind the primary's before "
+        "reads skip it.",
+    )
 
 
 class SettingsError(ValueError):
     """The settings cannot open a store; the message says which one and why."""
 
 
+def sqlite_file(store_url: str) -> Path | None:
+    """The database file a SQLite store URL names (None for another scheme),
+    without touching the file system."""
+    url = urlparse(store_url)
+    if url.scheme != "sqlite":
+        return None
+    path = unquote(url.path[1:] if url.path.startswith("/") else url.path)
+    if not path:
+        raise SettingsError(f"store_url {store_url!r} names no SQLite file")
+    return Path(path)
+
+
 def store_env(store_url: str) -> dict[str, str]:
-    """The eventsourcing library's environment for a store URL."""
+    """The eventsourcing library's environment for a store URL (on SQLite, the
+    file's folder is made: whoever opens a store means to use it; the CLI checks
+    first that a store exists unless its verb creates one)."""
     url = urlparse(store_url)
     if url.scheme == "sqlite":
-        path = unquote(url.path[1:] if url.path.startswith("/") else url.path)
-        if not path:
-            raise SettingsError(f"store_url {store_url!r} names no SQLite file")
+        path = str(sqlite_file(store_url))
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path}
     if url.scheme in ("postgresql", "postgres"):
@@ -87,6 +131,32 @@ def store_env(store_url: str) -> dict[str, str]:
             "POSTGRES_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT_SECONDS),
         }
     raise SettingsError(f"store_url {store_url!r}: use sqlite:///file.db or postgresql://...")
+
+
+def read_store_envs(settings: Settings) -> list[dict[str, str]]:
+    """The store environments of the hot standbys in ``read_url`` (none when empty).
+    Each names a server; the database and schema are the store's unless given."""
+    urls = [url.strip() for url in settings.read_url.split(",") if url.strip()]
+    if not urls:
+        return []
+    primary = store_env(settings.store_url)
+    if primary["PERSISTENCE_MODULE"] != "eventsourcing.postgres":
+        raise SettingsError("IDLEDGER_READ_URL needs a PostgreSQL store (hot standbys of it)")
+    envs = []
+    for number, url in enumerate(urls, 1):
+        parsed = urlparse(url)
+        if parsed.scheme not in ("postgresql", "postgres") or not parsed.hostname:
+            raise SettingsError(
+                f"IDLEDGER_READ_URL entry {number} is not a PostgreSQL server's URL "
+                "(postgresql://user:password@host:port/database)"
+            )
+        env = store_env(url)
+        if not parsed.path.strip("/"):
+            env["POSTGRES_DBNAME"] = primary["POSTGRES_DBNAME"]
+        if not env["POSTGRES_SCHEMA"]:
+            env["POSTGRES_SCHEMA"] = primary["POSTGRES_SCHEMA"]
+        envs.append(env)
+    return envs
 
 
 def resolve_index_key(settings: Settings, env: dict[str, str]) -> bytes:
@@ -127,4 +197,7 @@ def _publish_new_key(key_file: Path) -> None:
 def open_ledger(settings: Settings | None = None, clock: Clock = utc_now) -> Ledger:
     settings = settings or Settings()
     env = store_env(settings.store_url)
-    return Ledger(env, index_key=resolve_index_key(settings, env), clock=clock)
+    group_commit = GroupCommitSettings(settings.group_commit_window_ms, settings.group_commit_max)
+    return Ledger(
+        env, index_key=resolve_index_key(settings, env), clock=clock, group_commit=group_commit
+    )

@@ -11,20 +11,22 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import Row, machine
+from bench.http_writes import bench_http_writes
 from bench.ingest import bench_ingest
 from bench.lag import bench_lag
 from bench.lookups import bench_lookups
 from bench.privacy import bench_sealing
 from bench.queries import bench_mau, bench_point_in_time
 from bench.replay_bench import bench_replay
+from bench.replicas import bench_replicas
 
 SIZES: dict[str, dict[str, Any]] = {
     "quick": {"rounds": 150, "replay": 10_000, "lookup_users": 10_000, "devices": 10,
               "pit": 2_000, "lag_rounds": 80, "workers": 2, "connections": [1, 4, 16],
-              "wrk_seconds": 3, "sealing_replay": 10_000},
+              "wrk_seconds": 3, "sealing_replay": 10_000, "write_connections": [1, 8, 64]},
     "full": {"rounds": 1_000, "replay": 1_000_000, "lookup_users": 1_000_000, "devices": 40,
              "pit": 10_000, "lag_rounds": 500, "workers": 2, "connections": [1, 2, 4, 8, 16],
-             "wrk_seconds": 10, "sealing_replay": 200_000},
+             "wrk_seconds": 10, "sealing_replay": 200_000, "write_connections": [1, 8, 64]},
 }  # fmt: skip
 
 
@@ -38,6 +40,16 @@ def plan(size: dict[str, Any], kind: str) -> list[tuple[str, Callable[[], list[R
             "lookups",
             lambda: bench_lookups(
                 kind, size["lookup_users"], workers, size["connections"], size["wrk_seconds"]
+            ),
+        ),
+        (
+            "write path",
+            lambda: bench_http_writes(kind, size["write_connections"], size["wrk_seconds"]),
+        ),
+        (
+            "read replicas",  # PostgreSQL only: a real hot standby (bench/replicas.py)
+            lambda: bench_replicas(
+                kind, min(size["lookup_users"], 100_000), workers, [1, 4, 16], size["wrk_seconds"]
             ),
         ),
         ("mau", lambda: bench_mau(kind, size["devices"])),

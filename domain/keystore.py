@@ -126,6 +126,15 @@ class KeyRing:
                     rows.append((str(subject), self._adopted.pop(subject)))
         return rows
 
+    def unmake(self, subjects: Iterable[UUID]) -> None:
+        """New keys whose transaction rolled back, for events that will be sealed
+        again (a group commit writing its commands one by one): forget them, so
+        that sealing again makes and stores one key per subject, used throughout."""
+        with self._lock:
+            for subject in subjects:
+                self._pending.pop(subject, None)
+                self._cache.pop(subject, None)
+
     def adopt(self, wrapped_keys: dict[UUID, bytes | None]) -> None:
         """Keys of another store (same master key), to be stored with the imported
         events of their subjects; ``None`` keeps an erased subject erased."""

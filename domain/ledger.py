@@ -8,7 +8,7 @@ from datetime import datetime
 from uuid import UUID
 
 from idledger.domain import history
-from idledger.domain.claim import EXTERNAL_ID_NAMESPACE, alias_namespace
+from idledger.domain.claim import EXTERNAL_ID_NAMESPACE, alias_namespace, token_namespace
 from idledger.domain.erasure import Erasure, erase_user
 from idledger.domain.errors import AliasConflict, InvalidValue
 from idledger.domain.ownership import (
@@ -60,9 +60,18 @@ class ProfileChange:
         for label, alias_id in self.aliases.items():
             check_alias(label, alias_id)
 
+    def claims(self) -> list[tuple[str, str]]:
+        """The (namespace, value) of every unique value this change names."""
+        named = [(alias_namespace(label), alias_id) for label, alias_id in self.aliases.items()]
+        if self.external_id is not None:
+            named.append((EXTERNAL_ID_NAMESPACE, self.external_id))
+        named += [(token_namespace(s.type), s.token) for s in self.subscriptions if s.token]
+        return named
+
     def apply(
         self, uow: UnitOfWork, user: User, cause: OwnershipCause = OwnershipCause.API
     ) -> None:
+        uow.preload(self.claims())  # one read for them all, not one each
         _identify(uow, user, self.external_id, self.aliases)
         user.change_tags(dict(self.tags), uow.at)
         user.change_properties(self.properties, uow.at)
@@ -104,6 +113,7 @@ class Ledger(LedgerBase):
         change.check()
 
         def create(uow: UnitOfWork) -> UUID:
+            uow.preload(change.claims())  # the app with them
             uow.app()
             user = User.create(app_id, uow.at, cause=cause)
             uow.add(user)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging.config
 import os
 import secrets
 import signal
@@ -15,44 +16,76 @@ from uuid import UUID
 import typer
 import uvicorn
 from rich.console import Console
-from rich.table import Table
 
 from idledger.api.demo import run_login_scenario
+from idledger.api.log_setup import LogSettingsError, logging_config
+from idledger.api.metrics import worker_metrics_dir
 from idledger.api.runtime import StoreUnreachable, check_store
 from idledger.api.settings import Settings, SettingsError, open_ledger, store_env
 from idledger.domain.keystore import MasterKeyMissing
 from idledger.domain.ledger import Ledger
 from idledger.domain.user import User
 from idledger.projections.engine import READ_MODELS
-from idledger.projections.lock import ProjectionBusy
 from idledger.projections.service import Projector, ReadModels
+from idledger.replay.cli import read_model_names
 from idledger.replay.cli import register as register_replay_verbs
+from idledger.replay.verb_support import (
+    StoreUrl,
+    Verbs,
+    announce_new_sqlite_store,
+    open_store_ledger,
+    require_store,
+    say,
+    show_table,
+)
 
-app = typer.Typer(help="idledger: an event-sourced identity ledger.", no_args_is_help=True)
+app = typer.Typer(
+    cls=Verbs, help="idledger: an event-sourced identity ledger.", no_args_is_help=True
+)
 console = Console()
+
+
+@app.callback()
+def main(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            envvar="IDLEDGER_DEBUG",
+            help="On an error, show the traceback too (otherwise: one line on stderr).",
+        ),
+    ] = False,
+) -> None:
+    """idledger: an event-sourced identity ledger. Every verb takes --store-url
+    (default: IDLEDGER_STORE_URL, else sqlite:///var/idledger.db)."""
 
 
 @app.command()
 def version() -> None:
     """Print the installed version."""
-    console.print(f"idledger {package_version('idledger')}")
+    say(f"idledger {package_version('idledger')}")
 
 
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    store_url: Annotated[
-        str | None, typer.Option(help="Store URL (default: IDLEDGER_STORE_URL or ./var SQLite).")
-    ] = None,
+    store_url: StoreUrl = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     access_log: Annotated[
         bool, typer.Option(help="Log every request (costs throughput; a proxy often logs).")
     ] = True,
 ) -> None:
     """Serve the HTTP API (OneSignal-compatible User API plus idledger endpoints)."""
+    try:  # IDLEDGER_LOG_LEVEL / IDLEDGER_LOG_FORMAT: for this process, uvicorn and every worker
+        log_config = logging_config()
+    except LogSettingsError as wrong:
+        typer.echo(f"idledger serve: {wrong}", err=True)
+        raise typer.Exit(2) from None
+    logging.config.dictConfig(log_config)
     if store_url:
         os.environ["IDLEDGER_STORE_URL"] = store_url
+    announce_new_sqlite_store(Settings().store_url)  # serve makes its store: said, not silent
     if not os.environ.get("IDLEDGER_ADMIN_KEY"):
         os.environ["IDLEDGER_ADMIN_KEY"] = secrets.token_urlsafe(24)
         console.print(
@@ -76,40 +109,49 @@ def serve(
     # Our access log (api/access_log.py) replaces uvicorn's, which prints raw paths;
     # the environment carries the choice to the app factory in every worker process.
     os.environ["IDLEDGER_ACCESS_LOG"] = "1" if access_log else "0"
-    uvicorn.run(
-        "idledger.api.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=False,
-    )
+    with worker_metrics_dir(workers):  # several workers count into shared files
+        uvicorn.run(
+            "idledger.api.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=False,
+            log_config=log_config,
+        )
 
 
 @app.command("new-key")
 def new_key() -> None:
     """Print a fresh secret for IDLEDGER_INDEX_KEY or IDLEDGER_MASTER_KEY (PostgreSQL
     stores need both, the same in every process sharing the store)."""
-    console.print(secrets.token_hex(32))
+    say(secrets.token_hex(32))
 
 
 @app.command()
 def demo(
     store_url: Annotated[
         str | None,
-        typer.Option(help="Store to write the scenario into (default: a throw-away SQLite)."),
+        typer.Option(
+            help="Store to write the scenario into, made if it does not exist (default: a "
+            "throw-away SQLite file; IDLEDGER_STORE_URL is not used, so that a demo never "
+            "writes into the real store by accident)."
+        ),
     ] = None,
 ) -> None:
     """Run OneSignal's documented login scenario and print the resulting users."""
     with tempfile.TemporaryDirectory() as scratch:
-        url = store_url or f"sqlite:///{Path(scratch) / 'demo.db'}"
-        ledger = open_ledger(Settings(store_url=url))
+        throw_away = Settings(store_url=f"sqlite:///{Path(scratch) / 'demo.db'}")
+        ledger = open_store_ledger(store_url, create=True) if store_url else open_ledger(throw_away)
         try:
             run = run_login_scenario(ledger)
             for number, step in enumerate(run.steps, 1):
-                console.print(f"{number}. {step}")
-            console.print(_users_table(ledger, run.users))
-            console.print(_timeline_table(ledger, run.app_subscription))
+                say(f"{number}. {step}")
+            show_table("Users", ("onesignal_id", "external_id", "subscriptions", "state"),
+                       _user_rows(ledger, run.users))  # fmt: skip
+            show_table(f"Ownership of iOS push {run.app_subscription}",
+                       ("owner", "from", "to", "cause"),
+                       _timeline_rows(ledger, run.app_subscription))  # fmt: skip
         finally:
             ledger.close()
 
@@ -126,33 +168,27 @@ def project(
     ] = 0.0,
     page_size: Annotated[int, typer.Option(min=1, help="Events per transaction.")] = 1000,
     poll_interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 0.5,
+    store_url: StoreUrl = None,
 ) -> None:
     """Bring the read models up to date with the log (once, or --follow: then a
-    store outage is waited out and retried, and dead letters are retried first)."""
-    names = projection or list(READ_MODELS)
-    unknown = sorted(set(names) - set(READ_MODELS))
-    if unknown:
-        raise typer.BadParameter(
-            f"unknown read model(s) {unknown}; choose from {list(READ_MODELS)}"
-        )
-    models = ReadModels(store_env(Settings().store_url), names, page_size)
+    store outage is waited out and retried, and dead letters are retried first).
+    Another runner owning a read model: exit 3 (or wait, --wait-for-lock)."""
+    names = read_model_names(projection)
+    settings = require_store(store_url)
+    models = ReadModels(store_env(settings.store_url), names, page_size)
     projector = Projector(models, poll_interval)
     try:
-        projector.acquire(wait_for_lock)
-    except ProjectionBusy as busy:
-        console.print(f"[red]{busy}[/red]")
-        raise typer.Exit(3) from None
-    try:
+        projector.acquire(wait_for_lock)  # owned by another runner: exit 3
         if follow:
             signal.signal(signal.SIGTERM, lambda *_: projector.stop_following())
-            console.print(f"following the log for {', '.join(names)}; Ctrl-C to stop")
+            say(f"following the log for {', '.join(names)}; Ctrl-C to stop")
             projector.retry_dead_letters()
             with contextlib.suppress(KeyboardInterrupt):
                 projector.follow_until_stopped()
         applied = projector.run_once()
-        console.print(f"applied {applied} events")
+        say(f"applied {applied} events")
         for name, lag in models.lag().items():
-            console.print(
+            say(
                 f"{name}: position {models.followers[name].view.position()}, "
                 f"{lag.events} events behind ({lag.seconds:.1f} s)"
             )
@@ -161,27 +197,23 @@ def project(
         models.close()
 
 
-def _users_table(ledger: Ledger, user_ids: list[UUID]) -> Table:
-    table = Table(title="Users")
-    for column in ("onesignal_id", "external_id", "subscriptions", "state"):
-        table.add_column(column)
+def _user_rows(ledger: Ledger, user_ids: list[UUID]) -> list[tuple[str, str, str, str]]:
+    rows = []
     for user_id in user_ids:
         user = ledger.user_as_of(user_id, ledger.clock())
         assert isinstance(user, User)
         state = f"retired into {user.merged_into}" if user.merged_into else "live"
         subs = ", ".join(f"{kind}" for kind in user.subscriptions.values()) or "-"
-        table.add_row(str(user.id), user.external_id or "(anonymous)", subs, state)
-    return table
+        rows.append((str(user.id), user.external_id or "(anonymous)", subs, state))
+    return rows
 
 
-def _timeline_table(ledger: Ledger, subscription_id: UUID) -> Table:
-    table = Table(title=f"Ownership of iOS push {subscription_id}")
-    for column in ("owner", "from", "to", "cause"):
-        table.add_column(column)
-    for interval in ledger.ownership_timeline(subscription_id):
-        end = interval.end.isoformat() if interval.end else "now"
-        table.add_row(str(interval.owner_id), interval.start.isoformat(), end, interval.cause)
-    return table
+def _timeline_rows(ledger: Ledger, subscription_id: UUID) -> list[tuple[str, str, str, str]]:
+    return [
+        (str(interval.owner_id), interval.start.isoformat(),
+         interval.end.isoformat() if interval.end else "now", interval.cause)
+        for interval in ledger.ownership_timeline(subscription_id)
+    ]  # fmt: skip
 
 
 register_replay_verbs(app)

@@ -18,7 +18,6 @@ from typing import Any, cast
 from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.utils import Environment
 
-from idledger.domain.base import DomainEvent
 from idledger.domain.service import LedgerLog, bound_pool_wait
 from idledger.projections.base import ReadModel
 from idledger.projections.dead_letters import DeadLetter, Undecodable
@@ -33,7 +32,8 @@ from idledger.projections.profiles import (
     ProfilesProjection,
     SQLiteProfilesView,
 )
-from idledger.projections.quarantine import apply_guarded, decode
+from idledger.projections.quarantine import apply_guarded
+from idledger.projections.records import LogReader, PageItem, Recorded
 from idledger.projections.sql import SqlView
 
 READ_MODELS: dict[str, tuple[type[ReadModel[Any]], type[SqlView], type[SqlView]]] = {
@@ -42,6 +42,13 @@ READ_MODELS: dict[str, tuple[type[ReadModel[Any]], type[SqlView], type[SqlView]]
     "mau": (MauProjection, SQLiteMauView, PostgresMauView),
 }
 PAGE_SIZE = 1000
+
+
+@cache
+def read_by_any(topic: str) -> bool:
+    """Every process decodes the events of every read model, whichever it feeds, so
+    that a payload that does not decode is dead-lettered alike by each of them."""
+    return any(model.reads(topic) for model, _, _ in READ_MODELS.values())
 
 
 def is_sqlite(store_env: dict[str, str]) -> bool:
@@ -125,8 +132,18 @@ class Follower:
         self.factory.close()
 
 
-def _happened_by(event: DomainEvent[Any] | Undecodable, until: datetime) -> bool:
+def _happened_by(event: Recorded | Undecodable, until: datetime) -> bool:
     return isinstance(event, Undecodable) or event.timestamp <= until
+
+
+def _unseen(items: list[PageItem], position: int, until: datetime | None) -> list[PageItem]:
+    if until is None and (not items or items[0][0] > position):
+        return items  # the usual case: the whole page is new to this read model
+    return [
+        (number, event)
+        for number, event in items
+        if number > position and (until is None or _happened_by(event, until))
+    ]
 
 
 def catch_up_together(
@@ -135,30 +152,27 @@ def catch_up_together(
     stop_at: int | None = None,
     until: datetime | None = None,
     progress: Callable[[int], None] | None = None,
+    trusted: bool = True,
 ) -> int:
     """Feed several read models of one log from a single read of it: each page is
     fetched and decoded once, then applied to every read model that has not seen
-    it, each in its own transaction with its own position. Returns log events read."""
+    it, each in its own transaction with its own position. Returns log events read.
+    ``trusted=False``: every payload is validated as the write path validates it."""
     if not followers:
         return 0
     log, page_size = followers[0].log, followers[0].page_size
+    reader = LogReader(log, read_by_any, trusted)
     done = 0
+    positions = [follower.view.position() for follower in followers]
     while True:
-        positions = [follower.view.position() for follower in followers]
-        page = log.recorder.select_notifications(
-            start=min(positions) + 1, limit=page_size, stop=stop_at
-        )
-        if not page:
+        rows = reader.rows(min(positions) + 1, page_size, stop_at)
+        if not rows:
             return done
-        items = decode(log, page)
-        for follower, position in zip(followers, positions, strict=True):
-            if page[-1].id > position:
-                unseen = [
-                    (number, event)
-                    for number, event in items
-                    if number > position and (until is None or _happened_by(event, until))
-                ]
-                apply_guarded(follower, unseen, page[-1].id)
-        done += len(page)
+        items, last = reader.decode(rows), rows[-1][0]
+        for index, (follower, position) in enumerate(zip(followers, positions, strict=True)):
+            if last > position:
+                apply_guarded(follower, _unseen(items, position, until), last)
+                positions[index] = last
+        done += len(rows)
         if progress is not None:
-            progress(len(page))
+            progress(len(rows))

@@ -13,23 +13,42 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 from uuid import UUID
 
-from idledger.domain.base import DomainEvent
 from idledger.domain.subscription import SessionRecorded, SubscriptionCreated
+from idledger.domain.values import MOBILE_PUSH_TYPES
 from idledger.projections.base import ReadModel
 from idledger.projections.dead_letters import DEAD_LETTER_COLUMNS
+from idledger.projections.records import Recorded
 from idledger.projections.sql import PostgresSqlView, SQLiteSqlView, SqlView, Writer, chunked
 
 WINDOW_DAYS = 30
 _EPOCH = date(1970, 1, 1)
+_MOBILE_PUSH = frozenset(kind.value for kind in MOBILE_PUSH_TYPES)
 
 
 def day_number(moment: datetime | date) -> int:
     day = moment.astimezone(UTC).date() if isinstance(moment, datetime) else moment
     return (day - _EPOCH).days
+
+
+_UTC_DAYS: dict[str, int] = {}  # "YYYY-MM-DD" -> day number: sessions share few days
+
+
+def day_number_of(iso: str) -> int:
+    """``day_number`` of a time as the log writes it (ISO 8601): a UTC time's day
+    is its first ten characters."""
+    if iso[-1] != "Z":
+        return day_number(datetime.fromisoformat(iso))
+    day = _UTC_DAYS.get(iso[:10])
+    if day is None:
+        if len(_UTC_DAYS) > 100_000:
+            _UTC_DAYS.clear()
+        day = _UTC_DAYS[iso[:10]] = (date.fromisoformat(iso[:10]) - _EPOCH).days
+    return day
 
 
 def newly_covered(day: int, previous: int | None, following: int | None) -> range:
@@ -78,6 +97,7 @@ class PostgresMauView(MauTables, PostgresSqlView):
 
 class MauProjection(ReadModel[MauTables]):
     name = "mau"
+    TOPICS = frozenset({SubscriptionCreated.TOPIC, SessionRecorded.TOPIC})
 
     def open_page(self, writer: Writer) -> _MauPage:
         return _MauPage(writer)
@@ -94,13 +114,13 @@ class _MauPage:
         self.created: list[tuple[str, str, str]] = []
         self.sessions: list[tuple[str, int]] = []
 
-    def apply(self, event: DomainEvent[Any]) -> None:
-        if isinstance(event, SubscriptionCreated) and event.spec.type.is_mobile_push:
-            self.created.append(
-                (str(event.originator_id), str(event.app_id), event.spec.type.value)
-            )
-        elif isinstance(event, SessionRecorded):
-            self.sessions.append((str(event.originator_id), day_number(event.active_at)))
+    def apply(self, event: Recorded) -> None:
+        if event.topic == SessionRecorded.TOPIC:
+            self.sessions.append((event.originator_id, day_number_of(event.state["active_at"])))
+        else:  # created
+            kind = event.state["spec"]["type"]
+            if kind in _MOBILE_PUSH:
+                self.created.append((event.originator_id, event.state["app_id"], kind))
 
     def flush(self) -> None:
         self.writer.many(
@@ -112,7 +132,9 @@ class _MauPage:
         sessions = [(sid, day) for sid, day in self.sessions if sid in kinds]
         known = self._days_near(sessions)
         new_days: list[tuple[str, int]] = []
-        increments: Counter[tuple[str, int, str]] = Counter()
+        # Each new active day adds one to a run of days: kept as the run's two ends
+        # per (app, type), summed into per-day counts once for the page.
+        ends: dict[tuple[str, str], Counter[int]] = {}
         for sid, day in sessions:
             days = known.setdefault(sid, [])
             at = bisect_left(days, day)
@@ -122,9 +144,13 @@ class _MauPage:
             following = days[at] if at < len(days) else None
             days.insert(at, day)
             new_days.append((sid, day))
-            app_id, kind = kinds[sid]
-            for covered in newly_covered(day, previous, following):
-                increments[(app_id, covered, kind)] += 1
+            covered = newly_covered(day, previous, following)
+            if covered:
+                run = ends.get(kinds[sid])
+                if run is None:
+                    run = ends[kinds[sid]] = Counter()
+                run[covered.start] += 1
+                run[covered.stop] -= 1
         self.writer.many(
             "INSERT INTO {mau_active_days} (subscription_id, day) VALUES (?, ?)", new_days
         )
@@ -132,7 +158,7 @@ class _MauPage:
             "INSERT INTO {mau_counts} (app_id, day, type, active) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (app_id, day, type) DO UPDATE "
             "SET active = {mau_counts}.active + excluded.active",
-            [(app_id, day, kind, n) for (app_id, day, kind), n in sorted(increments.items())],
+            sorted(_per_day(ends)),
         )
 
     def _stored_kinds(self, subscription_ids: set[str]) -> dict[str, tuple[str, str]]:
@@ -168,3 +194,13 @@ class _MauPage:
             for row in rows:
                 found.setdefault(row["subscription_id"], []).append(row["day"])
         return found
+
+
+def _per_day(ends: dict[tuple[str, str], Counter[int]]) -> Iterator[tuple[str, int, str, int]]:
+    """(app, day, type, increment) for every day some run covers."""
+    for (app_id, kind), run in ends.items():
+        active, since = 0, 0
+        for day in sorted(run):
+            if active:
+                yield from ((app_id, covered, kind, active) for covered in range(since, day))
+            active, since = active + run[day], day

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 from uuid import UUID
 
-from idledger.domain.base import DomainEvent
 from idledger.domain.history import OwnershipInterval
 from idledger.domain.subscription import OwnerChanged, SubscriptionCreated, SubscriptionDeleted
 from idledger.domain.values import OwnershipCause
-from idledger.projections.base import ReadModel, micros
+from idledger.projections.base import ReadModel, micros, micros_of
 from idledger.projections.dead_letters import DEAD_LETTER_COLUMNS
+from idledger.projections.records import Recorded
 from idledger.projections.sql import PostgresSqlView, Row, SQLiteSqlView, SqlView, Writer
 
 
@@ -83,6 +83,7 @@ class PostgresOwnershipView(OwnershipTables, PostgresSqlView):
 
 class OwnershipProjection(ReadModel[OwnershipTables]):
     name = "ownership"
+    TOPICS = frozenset({SubscriptionCreated.TOPIC, OwnerChanged.TOPIC, SubscriptionDeleted.TOPIC})
 
     def open_page(self, writer: Writer) -> _OwnershipPage:
         return _OwnershipPage(writer)
@@ -111,31 +112,31 @@ class _OwnershipPage:
         self.created_here: dict[str, str] = {}  # subscription -> app, created on this page
         self.stored_closed: dict[str, tuple[int, str]] = {}  # an earlier page's open interval
 
-    def apply(self, event: DomainEvent[Any]) -> None:
-        subscription_id = str(event.originator_id)
-        if isinstance(event, SubscriptionCreated):
-            self.created_here[subscription_id] = str(event.app_id)
-            self._open(subscription_id, event)
-        elif isinstance(event, OwnerChanged):
-            self._close(subscription_id, event, event.cause.value)
-            self._open(subscription_id, event)
-        elif isinstance(event, SubscriptionDeleted):
-            self._close(subscription_id, event, "deleted")
+    def apply(self, event: Recorded) -> None:
+        subscription_id, state = event.originator_id, event.state
+        at = micros_of(state["timestamp"])
+        if event.topic == SubscriptionCreated.TOPIC:
+            self.created_here[subscription_id] = state["app_id"]
+            self._open(subscription_id, event, at)
+        elif event.topic == OwnerChanged.TOPIC:
+            self._close(subscription_id, at, state["cause"])
+            self._open(subscription_id, event, at)
+        else:  # deleted
+            self._close(subscription_id, at, "deleted")
 
-    def _open(self, subscription_id: str, event: SubscriptionCreated | OwnerChanged) -> None:
+    def _open(self, subscription_id: str, event: Recorded, at: int) -> None:
         self.opened.setdefault(subscription_id, []).append(
-            _Interval(event.originator_version, str(event.owner_id), micros(event.timestamp),
-                      event.cause.value)
-        )  # fmt: skip
+            _Interval(event.originator_version, event.state["owner_id"], at, event.state["cause"])
+        )
 
-    def _close(self, subscription_id: str, event: DomainEvent[Any], ended_by: str) -> None:
+    def _close(self, subscription_id: str, at: int, ended_by: str) -> None:
         opened = self.opened.get(subscription_id)
         if opened:
             last = opened[-1]
             if last.ended_at is None:
-                last.ended_at, last.ended_by = micros(event.timestamp), ended_by
+                last.ended_at, last.ended_by = at, ended_by
         elif subscription_id not in self.stored_closed:
-            self.stored_closed[subscription_id] = (micros(event.timestamp), ended_by)
+            self.stored_closed[subscription_id] = (at, ended_by)
 
     def flush(self) -> None:
         self.writer.many(

@@ -1,31 +1,35 @@
 """Current profiles: every user and subscription as it stands now, found by
 onesignal_id, external_id, any alias, or subscription id.
 
-Each row keeps the aggregate's state as JSON beside the indexed columns; an
-event is applied to that state with the domain's own ``apply``, so the read
-model cannot drift from the domain's rules.
+Each row keeps the aggregate's state as JSON beside the indexed columns (the
+JSON of ``projections.state``, which queries turn back into aggregates). Events
+are applied to that JSON as plain rows by ``projections.profile_rows``, the row
+form of the domain's own ``apply``; a test holds each to the domain's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, TypeVar, cast
+from typing import ClassVar
 from uuid import UUID
 
-from idledger.domain.base import DomainEvent
 from idledger.domain.subscription import Subscription
 from idledger.domain.user import User, UserErased
-from idledger.projections.base import ReadModel, micros
+from idledger.projections.base import ReadModel, micros_of
 from idledger.projections.dead_letters import DEAD_LETTER_COLUMNS
-from idledger.projections.sql import PostgresSqlView, SQLiteSqlView, SqlView, Writer
-from idledger.projections.state import (
-    subscription_from_json,
-    subscription_to_json,
-    user_from_json,
-    user_to_json,
+from idledger.projections.profile_rows import (
+    MUTATORS,
+    SUBSCRIPTION,
+    USER,
+    Mutator,
+    Row,
+    dumps,
+    fold,
+    loads,
+    mutator_for,
 )
-
-A = TypeVar("A", User, Subscription)
+from idledger.projections.records import Recorded, open_all
+from idledger.projections.sql import PostgresSqlView, SQLiteSqlView, SqlView, Writer
+from idledger.projections.state import subscription_from_json, user_from_json
 
 
 class ProfilesTables(SqlView):
@@ -127,68 +131,64 @@ class PostgresProfilesView(ProfilesTables, PostgresSqlView):
 
 class ProfilesProjection(ReadModel[ProfilesTables]):
     name = "profiles"
+    TOPICS = frozenset(MUTATORS)
+
+    @classmethod
+    def reads(cls, topic: str) -> bool:
+        return mutator_for(topic) is not None
 
     def open_page(self, writer: Writer) -> _ProfilesPage:
         return _ProfilesPage(writer)
 
 
 class _ProfilesPage:
-    """The aggregates one page touches, loaded at once (only those created on an
-    earlier page have a row to load), folded with the domain's own ``apply``, then
-    written back with their alias rows."""
+    """The rows one page touches, loaded at once (only aggregates created on an
+    earlier page have a row to load), folded as plain JSON rows in log order
+    (``projections.profile_rows``), then written back with their alias rows."""
 
     def __init__(self, writer: Writer) -> None:
         self.writer = writer
-        self.events: list[DomainEvent[Any]] = []
-        self.users: dict[UUID, User | None] = {}
-        self.identity_before: dict[UUID, dict[str, str]] = {}
-        self.subscriptions: dict[UUID, Subscription | None] = {}
+        self.steps: list[tuple[Recorded, Mutator]] = []
         self.erased = False  # the page erased someone: old pages of the file are wiped
 
-    def apply(self, event: DomainEvent[Any]) -> None:
-        self.events.append(event)
-
-    def _fold(self) -> None:
-        stored_users: set[UUID] = set()
-        stored_subscriptions: set[UUID] = set()
-        for event in self.events:
-            kind, key = event.aggregate_class(), event.originator_id
-            folded: dict[UUID, Any]
-            if kind is User:
-                folded, stored = self.users, stored_users
-            elif kind is Subscription:
-                folded, stored = self.subscriptions, stored_subscriptions
-            else:
-                continue
-            if key not in folded:
-                folded[key] = None
-                if event.originator_version > 1:  # created on an earlier page
-                    stored.add(key)
-        for user in self._load("profile_users", "user_id", stored_users, user_from_json):
-            self.users[user.id] = user
-            self.identity_before[user.id] = _identity(user) if user.is_live else {}
-        for subscription in self._load(
-            "profile_subscriptions", "subscription_id", stored_subscriptions, subscription_from_json
-        ):
-            self.subscriptions[subscription.id] = subscription
-        for event in self.events:
-            kind, key = event.aggregate_class(), event.originator_id
-            if kind is User:
-                self.users[key] = cast(User, event.mutate(self.users[key]))
-            elif kind is Subscription:
-                self.subscriptions[key] = cast(Subscription, event.mutate(self.subscriptions[key]))
-
-    def _load(
-        self, table: str, key: str, ids: set[UUID], from_json: Callable[[str], A]
-    ) -> Iterator[A]:
-        rows = self.writer.all_in(
-            f"SELECT state FROM {{{table}}} WHERE {key} IN", sorted(map(str, ids))
-        )
-        yield from (from_json(row["state"]) for row in rows)
+    def apply(self, record: Recorded) -> None:
+        mutator = mutator_for(record.topic)
+        if mutator is not None:
+            self.steps.append((record, mutator))
 
     def flush(self) -> None:
-        self._fold()
-        users = [u for u in self.users.values() if u is not None]
+        steps = self.steps
+        open_all([record for record, mutator in steps if mutator.personal])
+        rows: dict[str, dict[str, Row | None]] = {USER: {}, SUBSCRIPTION: {}}
+        stored: dict[str, list[str]] = {USER: [], SUBSCRIPTION: []}
+        for record, mutator in steps:
+            folded, key = rows[mutator.kind], record.originator_id
+            if key not in folded:
+                folded[key] = None
+                if record.originator_version > 1:  # created on an earlier page
+                    stored[mutator.kind].append(key)
+        users, subscriptions = rows[USER], rows[SUBSCRIPTION]
+        users.update(self._load("profile_users", "user_id", stored[USER]))
+        identity_before = {
+            key: _identity(row) if _is_live(row) else {}
+            for key, row in users.items()
+            if row is not None
+        }
+        subscriptions.update(
+            self._load("profile_subscriptions", "subscription_id", stored[SUBSCRIPTION])
+        )
+        for record, mutator in steps:
+            folded = rows[mutator.kind]
+            folded[record.originator_id] = fold(folded[record.originator_id], record, mutator)
+        self._write_users([row for row in users.values() if row is not None], identity_before)
+        self._write_subscriptions([row for row in subscriptions.values() if row is not None])
+        self._forget_erased()
+
+    def _load(self, table: str, key: str, ids: list[str]) -> dict[str, Row]:
+        rows = self.writer.all_in(f"SELECT {key}, state FROM {{{table}}} WHERE {key} IN", ids)
+        return {row[key]: loads(row["state"]) for row in rows}
+
+    def _write_users(self, users: list[Row], identity_before: dict[str, dict[str, str]]) -> None:
         self.writer.many(
             "INSERT INTO {profile_users} (user_id, app_id, external_id, status, merged_into, "
             "updated_at, state) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE "
@@ -196,55 +196,52 @@ class _ProfilesPage:
             "merged_into = excluded.merged_into, updated_at = excluded.updated_at, "
             "state = excluded.state",
             [
-                (str(u.id), str(u.app_id), u.external_id, _status(u),
-                 str(u.merged_into) if u.merged_into else None, micros(u.modified_on),
-                 user_to_json(u))
+                (u["id"], u["app_id"], u["external_id"], _status(u), u["merged_into"],
+                 micros_of(u["modified_on"]), dumps(u))
                 for u in users
             ],
         )  # fmt: skip
-        self._sync_aliases(users)
+        self._sync_aliases(users, identity_before)
+
+    def _write_subscriptions(self, subscriptions: list[Row]) -> None:
         self.writer.many(
             "INSERT INTO {profile_subscriptions} (subscription_id, app_id, user_id, type, status, "
             "updated_at, state) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (subscription_id) "
             "DO UPDATE SET user_id = excluded.user_id, status = excluded.status, "
             "updated_at = excluded.updated_at, state = excluded.state",
             [
-                (str(s.id), str(s.app_id), str(s.owner_id) if s.owner_id else None, s.type.value,
-                 "deleted" if s.deleted else "live", micros(s.modified_on),
-                 subscription_to_json(s))
-                for s in self.subscriptions.values()
-                if s is not None
+                (s["id"], s["app_id"], s["owner_id"], s["type"],
+                 "deleted" if s["deleted"] else "live", micros_of(s["modified_on"]), dumps(s))
+                for s in subscriptions
             ],
         )  # fmt: skip
-        self._forget_erased()
 
     def _forget_erased(self) -> None:
         """An erased person leaves no row here: not the user, not the subscriptions
         whose keys went with them (the ownership read model keeps the shape)."""
-        erasures = [e for e in self.events if isinstance(e, UserErased)]
+        erasures = [r for r, _ in self.steps if r.topic == UserErased.TOPIC]
         self.writer.many(
             "DELETE FROM {profile_users} WHERE user_id = ?",
-            [(str(e.originator_id),) for e in erasures],
+            [(r.originator_id,) for r in erasures],
         )
         self.writer.many(
             "DELETE FROM {profile_subscriptions} WHERE subscription_id = ?",
-            [(str(s),) for e in erasures for s in e.subscriptions],
+            [(s,) for r in erasures for s in r.state["subscriptions"]],
         )
         self.erased = bool(erasures)
 
-    def _sync_aliases(self, users: list[User]) -> None:
+    def _sync_aliases(self, users: list[Row], identity_before: dict[str, dict[str, str]]) -> None:
         """All removals before all additions: within a page an alias may pass from
         one user to another."""
         removed, added = [], []
         for user in users:
-            old = self.identity_before.get(user.id, {})
-            new = _identity(user) if user.is_live else {}
-            removed += [
-                (str(user.app_id), k, v, str(user.id)) for k, v in old.items() if new.get(k) != v
-            ]
-            added += [
-                (str(user.app_id), k, v, str(user.id)) for k, v in new.items() if old.get(k) != v
-            ]
+            old = identity_before.get(user["id"], {})
+            new = _identity(user) if _is_live(user) else {}
+            if old == new:
+                continue
+            app_id, user_id = user["app_id"], user["id"]
+            removed += [(app_id, k, v, user_id) for k, v in old.items() if new.get(k) != v]
+            added += [(app_id, k, v, user_id) for k, v in new.items() if old.get(k) != v]
         self.writer.many(
             "DELETE FROM {profile_aliases} WHERE app_id = ? AND label = ? AND alias_id = ? "
             "AND user_id = ?",
@@ -256,12 +253,16 @@ class _ProfilesPage:
         )
 
 
-def _status(user: User) -> str:
-    return "retired" if user.merged_into else "deleted" if user.deleted else "live"
+def _is_live(user: Row) -> bool:
+    return not user["deleted"] and user["merged_into"] is None
 
 
-def _identity(user: User) -> dict[str, str]:
-    identity = dict(user.aliases)
-    if user.external_id is not None:
-        identity["external_id"] = user.external_id
+def _status(user: Row) -> str:
+    return "retired" if user["merged_into"] else "deleted" if user["deleted"] else "live"
+
+
+def _identity(user: Row) -> dict[str, str]:
+    identity = dict(user["aliases"])
+    if user["external_id"] is not None:
+        identity["external_id"] = user["external_id"]
     return identity

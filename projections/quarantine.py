@@ -23,6 +23,7 @@ from idledger.projections.dead_letters import (
     describe,
     is_store_failure,
 )
+from idledger.projections.records import PageItem, Recorded
 
 if TYPE_CHECKING:
     from idledger.domain.service import LedgerLog
@@ -30,10 +31,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PageItem: TypeAlias = tuple[int, "DomainEvent[Any] | Undecodable"]
+Decoded: TypeAlias = tuple[int, "DomainEvent[Any] | Undecodable"]
 
 
-def decode(log_: LedgerLog, notifications: Sequence[Notification]) -> list[PageItem]:
+def decode(log_: LedgerLog, notifications: Sequence[Notification]) -> list[Decoded]:
     """Decode a page; a notification that does not decode becomes ``Undecodable``."""
     keyring = getattr(log_, "keyring", None)
     if keyring is not None:  # the page's data keys in one query, not one per subject
@@ -59,18 +60,7 @@ def _decode_one(log_: LedgerLog, notification: Notification) -> DomainEvent[Any]
 def apply_guarded(follower: Follower, items: Sequence[PageItem], last_position: int) -> None:
     """Apply ``items`` and move the position to ``last_position``. A failing page is
     split in halves until the failing event stands alone and is dead-lettered."""
-    held = set(follower.held())
-    letters: list[DeadLetter] = []
-    events: list[DomainEvent[Any]] = []
-    for position, item in items:
-        if isinstance(item, Undecodable):
-            letters.append(_letter(position, item, item.error))
-        elif str(item.originator_id) in held:
-            letters.append(_letter(position, item, HELD))
-        else:
-            events.append(item)
-            continue
-        held.add(letters[-1].originator_id)
+    events, letters = _set_aside(items, follower.held())
     tracking = Tracking(follower.log.name, last_position)
     try:
         follower.projection.process_page(events, tracking, letters)
@@ -95,12 +85,30 @@ def apply_guarded(follower: Follower, items: Sequence[PageItem], last_position: 
             )  # fmt: skip
 
 
-def _letter(position: int, item: DomainEvent[Any] | Undecodable, error: str) -> DeadLetter:
-    if isinstance(item, Undecodable):
-        originator, version, topic = item.originator_id, item.originator_version, item.topic
-    else:
-        originator, version, topic = item.originator_id, item.originator_version, item.TOPIC
-    return DeadLetter(position, str(originator), version, topic, error)
+def _set_aside(
+    items: Sequence[PageItem], held_before: set[str]
+) -> tuple[list[Recorded], list[DeadLetter]]:
+    """The events to apply, and dead letters for the rest: those that do not decode,
+    and every later event of their aggregates and of aggregates held before."""
+    if not held_before and not any(type(item) is Undecodable for _, item in items):
+        return [item for _, item in items], []  # type: ignore[misc]  # the usual page
+    held = set(held_before)
+    letters: list[DeadLetter] = []
+    events: list[Recorded] = []
+    for position, item in items:
+        if isinstance(item, Undecodable):
+            letters.append(_letter(position, item, item.error))
+        elif item.originator_id in held:
+            letters.append(_letter(position, item, HELD))
+        else:
+            events.append(item)
+            continue
+        held.add(letters[-1].originator_id)
+    return events, letters
+
+
+def _letter(position: int, item: Recorded | Undecodable, error: str) -> DeadLetter:
+    return DeadLetter(position, str(item.originator_id), item.originator_version, item.topic, error)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ LAG_WARNING_SECONDS = 30.0
 RETRY_FIRST_PAUSE = 0.1
 RETRY_MAX_PAUSE = 2.0
 STANDBY_PAUSE = 5.0
+STANDBY_CHECK = 0.1  # a writer's wait looks at the read models themselves this often
 
 
 class LockLost(RuntimeError):
@@ -124,6 +125,13 @@ class Projector:
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None  # why it is not projecting now, if it is not
         self._pause = RETRY_FIRST_PAUSE
+        # Every read model holds the log up to here: writers waiting for their
+        # position are woken by the catch-up that gets there, instead of polling.
+        self._projected = 0
+        self._caught_up = threading.Condition()
+        # Up to here a catch-up found no read model holding any dead letter: a
+        # writer of events before it need not ask whether one was set aside.
+        self._clean_through = 0
 
     def acquire(self, wait: float = 0.0) -> None:
         try:
@@ -140,9 +148,46 @@ class Projector:
     def run_once(self) -> int:
         """Catch every read model up with the log; return the events applied."""
         self.acquire()
-        done = catch_up_together(list(self.models.followers.values()))
+        # A catch-up reads until a page comes back empty: everything in the log
+        # before it began is then in every read model.
+        head = self.models.log.recorder.max_notification_id() or 0
+        followers = list(self.models.followers.values())
+        # Woken again for events already projected (a NOTIFY after the nudge):
+        # nothing to read, and no position to ask each read model for.
+        done = catch_up_together(followers) if head > self._projected else 0
         self.error, self._pause = None, RETRY_FIRST_PAUSE
+        held = any(follower.held() for follower in followers)  # read once, then kept
+        with self._caught_up:
+            self._clean_through = 0 if held else head
+            if head > self._projected:
+                self._projected = head
+                self._caught_up.notify_all()
         return done
+
+    def none_set_aside(self, position: int) -> bool:
+        """Whether no read model can have set aside an event up to ``position``."""
+        with self._caught_up:
+            return position <= self._clean_through
+
+    def wait_for(self, position: int | None, timeout: float) -> bool:
+        """Read-your-writes for in-process writers (who ``nudge()`` first): wait
+        (bounded) until a catch-up has passed ``position``. Woken by the catch-up
+        itself; the read models' own positions are checked too, in case another
+        runner projects them now."""
+        if position is None:
+            return True
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._caught_up:
+                if self._projected >= position:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                woken = self._caught_up.wait(min(remaining, STANDBY_CHECK))
+            if not woken and self.models.wait_for(position, 0.0):
+                return True
+        return self.models.wait_for(position, 0.0)
 
     def retry_dead_letters(self) -> dict[str, Retried]:
         """Apply the dead letters of every read model again (after a fix)."""

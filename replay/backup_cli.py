@@ -9,12 +9,8 @@ from typing import Annotated, NoReturn
 import psycopg
 import typer
 
-from idledger.api.settings import Settings
 from idledger.replay.backup import BackupError, backup, restore
-
-StoreUrl = Annotated[
-    str | None, typer.Option(help="Store URL (default: IDLEDGER_STORE_URL or ./var SQLite).")
-]
+from idledger.replay.verb_support import STORE_URL_HELP, StoreUrl, require_store
 
 
 def _fail(verb: str, message: object) -> NoReturn:
@@ -35,8 +31,9 @@ def backup_command(
 ) -> None:
     """Copy the store, consistently, while it serves (SQLite: online backup API;
     PostgreSQL: pg_dump), with a manifest of positions, sizes and SHA-256s."""
+    settings = require_store(store_url)
     try:
-        result = backup(store_url or Settings().store_url, dest, with_master_key=with_master_key)
+        result = backup(settings.store_url, dest, with_master_key=with_master_key)
     except (BackupError, OSError, sqlite3.Error, psycopg.Error) as error:
         _fail("backup", error)
     manifest = result.manifest
@@ -50,9 +47,19 @@ def backup_command(
 
 def restore_command(
     source: Annotated[Path, typer.Argument(help="A directory written by `idledger backup`.")],
-    store_url: Annotated[str, typer.Option(help="The new store to create (must not exist).")],
+    store_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="IDLEDGER_STORE_URL",
+            show_envvar=True,
+            help="The new store to create (it must not exist). " + STORE_URL_HELP,
+        ),
+    ] = None,
 ) -> None:
-    """Verify a backup (every file, size and SHA-256), then restore it as a new store."""
+    """Verify a backup (every file, size and SHA-256), then restore it as a new store
+    (a SQLite file and its folder, or a PostgreSQL schema); never over a store."""
+    if not store_url:
+        _fail("restore", "name the new store: --store-url or IDLEDGER_STORE_URL")
     try:
         result = restore(source, store_url)
     except (BackupError, OSError, sqlite3.Error, psycopg.Error) as error:

@@ -1,33 +1,23 @@
-"""The operator's verbs: replay, verify, audit, export, import, import-csv."""
+"""The operator's verbs: replay, verify, audit, export, import, and the others'
+registration (import-csv, dead-letters, erase, seal, backup, restore, apps)."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 from uuid import UUID
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
-from idledger.api.settings import Settings, store_env
-from idledger.domain.errors import LedgerError
-from idledger.domain.service import LedgerLog
+from idledger.api.settings import Settings, resolve_index_key, store_env
 from idledger.projections.engine import READ_MODELS
-from idledger.projections.lock import ProjectionBusy
+from idledger.projections.service import ReadModels
+from idledger.replay.apps_cli import apps
 from idledger.replay.audit import audit_subscription, audit_user, event_json
 from idledger.replay.backup_cli import backup_command, restore_command
 from idledger.replay.csv_cli import import_csv_command
@@ -35,15 +25,26 @@ from idledger.replay.dead_letters_cli import dead_letters_command
 from idledger.replay.privacy_cli import erase_command, seal_command
 from idledger.replay.rebuild import rebuild, swap_in, verify
 from idledger.replay.transfer import ImportRefused, export_lines, import_events
+from idledger.replay.verb_support import (
+    StoreUrl,
+    Verbs,
+    fail,
+    opened_log,
+    prepare_store,
+    progress,
+    refuse_if_projected,
+    say,
+    say_new_store,
+    show_table,
+    store_environment,
+)
 
-T = TypeVar("T")
-console = Console()
-errors = Console(stderr=True)
-StoreUrl = Annotated[
-    str | None, typer.Option(help="Store URL (default: IDLEDGER_STORE_URL or ./var SQLite).")
-]
 At = Annotated[datetime | None, typer.Option(help="An instant, ISO 8601 (UTC if no zone).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+Projections = Annotated[
+    list[str] | None,
+    typer.Option(help=f"Read model(s): {', '.join(READ_MODELS)}, or all (the default)."),
+]
 
 
 class Into(StrEnum):
@@ -51,15 +52,11 @@ class Into(StrEnum):
     LIVE = "live"
 
 
-def _env(store_url: str | None) -> dict[str, str]:
-    return store_env(store_url or Settings().store_url)
-
-
 def _aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None else moment
 
 
-def _names(projection: list[str] | None) -> list[str]:
+def read_model_names(projection: list[str] | None) -> list[str]:
     names = list(READ_MODELS) if not projection or projection == ["all"] else projection
     unknown = sorted(set(names) - set(READ_MODELS))
     if unknown:
@@ -70,7 +67,7 @@ def _names(projection: list[str] | None) -> list[str]:
 
 
 def replay(
-    projection: Annotated[list[str] | None, typer.Option(help="Read model(s), or all.")] = None,
+    projection: Projections = None,
     until: At = None,
     into: Annotated[
         Into, typer.Option(help="fresh: beside the live ones; live: swap in.")
@@ -81,51 +78,44 @@ def replay(
     store_url: StoreUrl = None,
 ) -> None:
     """Rebuild read models from the log alone (at an instant, with --until)."""
-    names, env, until = _names(projection), _env(store_url), _aware(until)
+    names, until = read_model_names(projection), _aware(until)
     if until is not None and into is Into.LIVE:
-        errors.print("--until builds a view of the past; it cannot replace the live read models")
-        raise typer.Exit(2)
-    log = LedgerLog(env)
-    total = log.recorder.max_notification_id() or 0
-    log.close()
-    columns = (
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-        TextColumn("{task.speed} ev/s"), TimeRemainingColumn(),
-    )  # fmt: skip
-    with Progress(*columns, console=errors, transient=False) as bar:
-        task = bar.add_task(", ".join(names), total=total)
-        reports = rebuild(
-            env, names, until=until, jobs=jobs, progress=lambda n: bar.advance(task, n)
-        )
-    table = Table(
-        title=f"replayed {total} events" + (f" until {until.isoformat()}" if until else "")
-    )
-    for column in ("read model", "events", "events/s", "position", "where"):
-        table.add_column(column)
+        fail("--until builds a view of the past; it cannot replace the live read models", 2)
+    env = store_environment(store_url)
+    if into is Into.LIVE:
+        refuse_if_projected(env, names)  # before the work, not after it
+    with opened_log(env) as log:
+        total = log.recorder.max_notification_id() or 0
+    with progress(", ".join(names), total) as advance:
+        reports = rebuild(env, names, until=until, jobs=jobs, progress=advance)
+    rows = []
     for report in reports:
         rate = report.events / report.seconds if report.seconds else 0
         where = "beside the live one (_rebuild)"
         if into is Into.LIVE:
-            try:
-                swap_in(env, report.name)
-            except ProjectionBusy as busy:
-                errors.print(f"[red]{busy}[/red]: stop it, then run again")
-                raise typer.Exit(3) from None
+            swap_in(env, report.name)  # a runner started meanwhile: refused, exit 3
             where = "swapped in (live)"
-        table.add_row(report.name, str(report.events), f"{rate:,.0f}", str(report.position), where)
-    console.print(table)
+        rows.append((report.name, report.events, f"{rate:.0f}", report.position, where))
+    title = f"replayed {total} events" + (f" until {until.isoformat()}" if until else "")
+    show_table(title, ("read model", "events", "events/s", "position", "where"), rows)
 
 
-def verify_command(
-    projection: Annotated[list[str] | None, typer.Option(help="Read model(s), or all.")] = None,
-    store_url: StoreUrl = None,
-) -> None:
-    """Rebuild into scratch tables and compare with the live read models row by row."""
-    differences = verify(_env(store_url), _names(projection))
+def verify_command(projection: Projections = None, store_url: StoreUrl = None) -> None:
+    """Rebuild into scratch tables and compare with the live read models row by row
+    (exit 1 on any difference)."""
+    names = read_model_names(projection)
+    env = store_environment(store_url)
+    models = ReadModels(env, names)
+    try:  # each is rebuilt up to the live one's position
+        total = sum(follower.view.position() for follower in models.followers.values())
+    finally:
+        models.close()
+    with progress(f"verifying {', '.join(names)}", total) as advance:
+        differences = verify(env, names, progress=advance)
     different = False
     for name, difference in differences.items():
         if difference.identical:
-            console.print(f"{name}: identical")
+            say(f"{name}: identical")
             continue
         different = True
         for side, rows in (
@@ -134,26 +124,16 @@ def verify_command(
         ):
             for table, extra in rows.items():
                 for row in extra[:20]:
-                    console.print(f"{name}.{table} {side}: {row}")
+                    say(f"{name}.{table} {side}: {row}")
                 if len(extra) > 20:
-                    console.print(f"{name}.{table} {side}: ... {len(extra) - 20} more")
+                    say(f"{name}.{table} {side}: ... {len(extra) - 20} more")
     if different:
         raise typer.Exit(1)
 
 
-def _from_log(store_url: str | None, question: Callable[[LedgerLog], T]) -> T:
-    """Ask the log a question; a ledger error (not found) exits 1 with its message."""
-    log = LedgerLog(_env(store_url))
-    try:
-        return question(log)
-    except LedgerError as error:
-        errors.print(str(error))
-        raise typer.Exit(1) from None
-    finally:
-        log.close()
-
-
-audit = typer.Typer(help="Look at the past: ownership of a subscription, a user as of an instant.")
+audit = typer.Typer(
+    cls=Verbs, help="Look at the past: ownership of a subscription, a user as of an instant."
+)
 
 
 @audit.command("subscription")
@@ -161,19 +141,21 @@ def audit_subscription_command(
     subscription_id: UUID, at: At = None, as_json: AsJson = False, store_url: StoreUrl = None
 ) -> None:
     """The ownership timeline with causes, or the owner at --at."""
-    result = _from_log(store_url, lambda log: audit_subscription(log, subscription_id, _aware(at)))
+    with opened_log(store_environment(store_url)) as log:
+        result = audit_subscription(log, subscription_id, _aware(at))
     if as_json:
-        print(json.dumps(result.as_json(), indent=2))
+        say(json.dumps(result.as_json(), indent=2))
         return
     if result.at is not None:
-        console.print(f"owner at {result.at.isoformat()}: {result.owner_id or 'nobody'}")
-    table = Table(title=f"ownership of {subscription_id}")
-    for column in ("owner", "from", "to", "cause", "ended by"):
-        table.add_column(column)
-    for i in result.timeline:
-        end = i.end.isoformat() if i.end else "now"
-        table.add_row(str(i.owner_id), i.start.isoformat(), end, str(i.cause), i.ended_by or "")
-    console.print(table)
+        say(f"owner at {result.at.isoformat()}: {result.owner_id or 'nobody'}")
+    rows = [
+        (i.owner_id, i.start.isoformat(), i.end.isoformat() if i.end else "now", i.cause,
+         i.ended_by or "")
+        for i in result.timeline
+    ]  # fmt: skip
+    show_table(
+        f"ownership of {subscription_id}", ("owner", "from", "to", "cause", "ended by"), rows
+    )
 
 
 @audit.command("user")
@@ -181,27 +163,23 @@ def audit_user_command(
     user_id: UUID, at: At = None, as_json: AsJson = False, store_url: StoreUrl = None
 ) -> None:
     """The user as of --at (default: now) and its event history."""
-    result = _from_log(store_url, lambda log: audit_user(log, user_id, _aware(at)))
+    with opened_log(store_environment(store_url)) as log:
+        result = audit_user(log, user_id, _aware(at))
     if as_json:
-        print(json.dumps(result.as_json(), indent=2, default=str))
+        say(json.dumps(result.as_json(), indent=2, default=str))
         return
     state = result.as_json()["state"]
-    console.print(f"user {user_id}" + (f" as of {result.at.isoformat()}" if result.at else ""))
-    console.print(state if state is not None else "did not exist yet")
+    say(f"user {user_id}" + (f" as of {result.at.isoformat()}" if result.at else ""))
+    say(json.dumps(state, default=str) if state is not None else "did not exist yet")
     if result.survivor_id != user_id:
-        console.print(f"retired into {result.survivor_id}")
-    table = Table(title="events")
-    for column in ("version", "time", "event", "actor", "data"):
-        table.add_column(column)
-    for event in result.events:
-        data = {
-            k: v
-            for k, v in event_json(event).items()
-            if k not in ("version", "type", "timestamp", "actor", "schema_version")
-        }
-        table.add_row(str(event.originator_version), event.timestamp.isoformat(), event.TOPIC,
-                      event.actor, json.dumps(data, default=str))  # fmt: skip
-    console.print(table)
+        say(f"retired into {result.survivor_id}")
+    hidden = ("version", "type", "timestamp", "actor", "schema_version")
+    rows = [
+        (event.originator_version, event.timestamp.isoformat(), event.TOPIC, event.actor,
+         json.dumps({k: v for k, v in event_json(event).items() if k not in hidden}, default=str))
+        for event in result.events
+    ]  # fmt: skip
+    show_table("events", ("version", "time", "event", "actor", "data"), rows)
 
 
 def export(
@@ -210,16 +188,16 @@ def export(
 ) -> None:
     """Write the ledger's events to standard output, one JSON object per line,
     between a header line and a trailer line (count, last position, SHA-256)."""
-    from idledger.api.settings import resolve_index_key
-
-    env = _env(store_url)
+    env = store_environment(store_url)
     index_key = resolve_index_key(Settings(), env)
-    log = LedgerLog(env)
-    try:
-        for line in export_lines(log, app, index_key=index_key):
-            sys.stdout.write(line + "\n")
-    finally:
-        log.close()
+    with opened_log(env) as log:
+        # With --app the log is read whole but only the app's lines count: no total.
+        total = None if app else log.recorder.max_notification_id() or 0
+        with progress("export", total, data_on_stdout=True) as advance:
+            for line in export_lines(log, app, index_key=index_key):
+                sys.stdout.write(line + "\n")
+                advance(1)
+        sys.stdout.flush()
 
 
 def import_command(
@@ -240,26 +218,33 @@ def import_command(
     ] = False,
     store_url: StoreUrl = None,
 ) -> None:
-    """Import an export into an empty store: all events or, on bad input, none."""
-    from idledger.api.settings import SettingsError, resolve_index_key
-
-    env = _env(store_url)
-    log = LedgerLog(env)
-    source_log = LedgerLog(_env(keys_from)) if keys_from else None
+    """Import an export into an empty store (made if it does not exist): all events
+    or, on bad input, none."""
+    settings, new = prepare_store(store_url, create=not append)
+    env = store_env(settings.store_url)
+    source_env = store_environment(keys_from) if keys_from else None
+    with source.open("rb") as counting:
+        events_in_file = sum(1 for _ in counting) - (0 if legacy else 2)  # header, trailer
     try:
-        index_key = resolve_index_key(Settings(), env)
-        with source.open(encoding="utf-8") as lines:
-            imported = import_events(
-                log, lines, index_key=index_key, append=append, keys_from=source_log, legacy=legacy
+        with ExitStack() as stack:
+            log = stack.enter_context(opened_log(env))
+            source_log = stack.enter_context(opened_log(source_env)) if source_env else None
+            lines = stack.enter_context(source.open(encoding="utf-8"))
+            # Every line is checked before one is written; then one transaction writes them.
+            advance = stack.enter_context(
+                progress("import: checking", max(events_in_file, 0), unit="lines")
             )
-    except (ImportRefused, SettingsError) as refused:
-        errors.print(f"[red]import refused[/red]: {refused}")
-        raise typer.Exit(1) from None
-    finally:
-        log.close()
-        if source_log is not None:
-            source_log.close()
-    console.print(
+            imported = import_events(
+                log, lines, index_key=resolve_index_key(Settings(), env), append=append,
+                keys_from=source_log, legacy=legacy, progress=advance,
+            )  # fmt: skip
+    except ImportRefused as refused:
+        fail(f"refused: {refused}")
+    except UnicodeDecodeError:
+        fail(f"refused: {source} is not UTF-8: is it an export?")
+    if new:
+        say_new_store(settings.store_url)
+    say(
         f"imported {imported.events} events "
         f"(positions {imported.first_position}..{imported.last_position})"
     )
@@ -277,3 +262,4 @@ def register(app: typer.Typer) -> None:
     app.command("seal")(seal_command)
     app.command("backup")(backup_command)
     app.command("restore")(restore_command)
+    app.add_typer(apps, name="apps")

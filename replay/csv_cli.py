@@ -13,9 +13,10 @@ from uuid import UUID
 
 import typer
 
-from idledger.api.settings import Settings, open_ledger
 from idledger.domain.ledger import Ledger
+from idledger.projections.dead_letters import describe
 from idledger.replay.csv_import import CsvRefused, CsvReport, import_csv, read_csv_text, require_app
+from idledger.replay.verb_support import StoreUrl, open_store_ledger, progress
 
 SHOWN_REJECTS = 50
 
@@ -31,9 +32,7 @@ def import_csv_command(
             "nothing is written; with at most this many, the good rows are written.",
         ),
     ] = 0,
-    store_url: Annotated[
-        str | None, typer.Option(help="Store URL (default: IDLEDGER_STORE_URL or ./var SQLite).")
-    ] = None,
+    store_url: StoreUrl = None,
 ) -> None:
     """Import users from a OneSignal-style CSV, strictly: every row is checked first.
 
@@ -55,14 +54,14 @@ def import_csv_command(
     created, users updated and the rejects (line and reason, the first 50, and the
     total).
     """
-    ledger = _open(store_url)
+    ledger = open_store_ledger(store_url)  # a missing store: one line, exit 2
     try:
         report = _import(ledger, app, source, max_rejects)
     except CsvRefused as refused:
         typer.echo(f"import refused: {refused.message}", err=True)
         code = refused.exit_code
     except Exception as error:  # no traceback on the command line, ever
-        typer.echo(f"import failed: {type(error).__name__}: {error}", err=True)
+        typer.echo(f"import failed: {describe(error)}", err=True)
         code = 1
     else:
         _summary(report, source)
@@ -73,20 +72,16 @@ def import_csv_command(
         raise typer.Exit(code)
 
 
-def _open(store_url: str | None) -> Ledger:
-    try:
-        return open_ledger(Settings(store_url=store_url) if store_url else None)
-    except Exception as error:
-        reason = f"{type(error).__name__}: {error}"
-        typer.echo(f"import failed: cannot open the store: {reason}", err=True)
-        raise typer.Exit(1) from None
-
-
 def _import(ledger: Ledger, app: UUID, source: Path, max_rejects: int) -> CsvReport:
     require_app(ledger, app)  # before a single row is read
     text = read_csv_text(source)
-    rows = io.StringIO(text, newline="")
-    return import_csv(ledger, app, rows, source.name, max_rejects=max_rejects)
+    rows = max(text.count("\n") - 1, 0)  # about: a quoted field may hold a line break
+    # Every row is checked before any is written, then the good ones are written.
+    with progress("import-csv: check, then write", 2 * rows, unit="rows") as advance:
+        return import_csv(
+            ledger, app, io.StringIO(text, newline=""), source.name, max_rejects=max_rejects,
+            progress=advance,
+        )  # fmt: skip
 
 
 def _summary(report: CsvReport, source: Path) -> None:

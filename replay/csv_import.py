@@ -25,7 +25,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import UUID
@@ -126,16 +126,19 @@ def import_csv(
     source: str,
     *,
     max_rejects: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> CsvReport:
     """Check every row, then, unless more than ``max_rejects`` were rejected (or the
     file cannot be read to its end), write the good ones. ``rows`` are the file's
-    lines with their line endings (a file opened with ``newline=""``)."""
+    lines with their line endings (a file opened with ``newline=""``). ``progress``
+    hears of each row checked, then of each row written."""
     require_app(ledger, app_id)
     report = CsvReport(max_rejects=max_rejects)
-    planned = _check_rows(ledger, app_id, _records(rows), source, report)
+    tick = progress or _no_progress
+    planned = _check_rows(ledger, app_id, _records(rows), source, report, tick)
     if not report.failed:
         report.written = True
-        _write_rows(ledger, app_id, planned, source, report)
+        _write_rows(ledger, app_id, planned, source, report, tick)
     report.rejected.sort(key=lambda reject: reject[0])
     return report
 
@@ -210,8 +213,17 @@ def _known(name: str) -> bool:
 # Checking ------------------------------------------------------------------------
 
 
+def _no_progress(_: int) -> None:
+    return None
+
+
 def _check_rows(
-    ledger: Ledger, app_id: UUID, records: Iterator[_Record], source: str, report: CsvReport
+    ledger: Ledger,
+    app_id: UUID,
+    records: Iterator[_Record],
+    source: str,
+    report: CsvReport,
+    tick: Callable[[int], None],
 ) -> list[tuple[int, ProfileChange]]:
     header = _header(next(records, None), source)
     identities = _Identities(ledger.read(app_id))
@@ -220,6 +232,7 @@ def _check_rows(
         if record.fields == []:
             continue  # a blank line
         report.rows_read += 1
+        tick(1)
         try:
             change = _checked_row(header, record)
             identities.take(record.first, change)
@@ -348,9 +361,11 @@ def _write_rows(
     planned: list[tuple[int, ProfileChange]],
     source: str,
     report: CsvReport,
+    tick: Callable[[int], None],
 ) -> None:
     with acting_as(f"import:csv:{source}"):
         for line, change in planned:
+            tick(1)
             try:
                 _write_row(ledger, app_id, change, report)
             except (LedgerError, ValidationError) as error:

@@ -7,18 +7,16 @@ from typing import Annotated
 from uuid import UUID
 
 import typer
-from rich.console import Console
 
-from idledger.api.settings import Settings, open_ledger, store_env
-from idledger.domain.errors import NotFound
-from idledger.domain.service import LedgerLog
 from idledger.replay.seal import seal_store
-
-console = Console()
-errors = Console(stderr=True)
-StoreUrl = Annotated[
-    str | None, typer.Option(help="Store URL (default: IDLEDGER_STORE_URL or ./var SQLite).")
-]
+from idledger.replay.verb_support import (
+    StoreUrl,
+    open_store_ledger,
+    opened_log,
+    progress,
+    say,
+    store_environment,
+)
 
 
 def erase_command(
@@ -30,19 +28,15 @@ def erase_command(
     the subscriptions it held, in one transaction with an Erased event. Its personal
     values become unreadable in the log, snapshots, exports and backups; ids,
     times, causes and counts stay. Read models drop them when they apply the event."""
-    settings = Settings(store_url=store_url) if store_url else Settings()
-    ledger = open_ledger(settings)
+    ledger = open_store_ledger(store_url)
     try:
-        erasure = ledger.erase_user(app, user)
-    except NotFound as missing:
-        errors.print(f"[red]idledger erase[/red]: {missing.message}")
-        raise typer.Exit(1) from None
+        erasure = ledger.erase_user(app, user)  # not found: one line, exit 1
     finally:
         ledger.close()
     if erasure.already:
-        console.print(f"user {user} was already erased; nothing to do")
+        say(f"user {user} was already erased; nothing to do")
         return
-    console.print(
+    say(
         f"erased user {user} and {len(erasure.subscriptions)} subscription(s) "
         f"(log position {erasure.position}); their data keys are destroyed"
     )
@@ -51,16 +45,11 @@ def erase_command(
 def seal_command(store_url: StoreUrl = None) -> None:
     """Seal the personal values of events written before they were sealed (the
     format of releases before 0.2), in place, page by page; run again to resume."""
-    log = LedgerLog(_env(store_url))
-    try:
-        outcome = seal_store(log)
-    finally:
-        log.close()
-    console.print(
+    with opened_log(store_environment(store_url)) as log:
+        total = log.recorder.max_notification_id() or 0
+        with progress("seal", total) as advance:
+            outcome = seal_store(log, progress=advance)
+    say(
         f"examined {outcome.examined} events, sealed {outcome.sealed}; "
         f"dropped {outcome.snapshots_dropped} snapshots (taken again as aggregates grow)"
     )
-
-
-def _env(store_url: str | None) -> dict[str, str]:
-    return store_env(store_url or Settings().store_url)

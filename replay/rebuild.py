@@ -174,8 +174,13 @@ def _rebuild_group(
         results.put(f"rebuilding {', '.join(names)}: {error!r}")
 
 
-def verify(store_env: dict[str, str], names: Iterable[str]) -> dict[str, Difference]:
-    """Rebuild each read model to the live one's position and compare row by row."""
+def verify(
+    store_env: dict[str, str],
+    names: Iterable[str],
+    progress: Callable[[float], None] | None = None,
+) -> dict[str, Difference]:
+    """Rebuild each read model to the live one's position and compare row by row
+    (``progress`` hears of the log events read, read model after read model)."""
     differences = {}
     log = LedgerLog(store_env)
     try:
@@ -183,7 +188,7 @@ def verify(store_env: dict[str, str], names: Iterable[str]) -> dict[str, Differe
             live = Follower(log, store_env, name)
             try:
                 position = live.view.position()
-                rebuild(store_env, [name], variant=VERIFY, stop_at=position)
+                rebuild(store_env, [name], variant=VERIFY, stop_at=position, progress=progress)
                 scratch = Follower(log, store_env, name, variant=VERIFY)
                 try:
                     differences[name] = _compare(live.view.dump(), scratch.view.dump())
@@ -250,6 +255,7 @@ def _swap_files(store_env: dict[str, str], name: str, variant: str) -> None:
     if not Path(rebuilt).exists():
         raise FileNotFoundError(f"no rebuild of {name} to swap in ({rebuilt})")
     with sqlite3.connect(rebuilt) as connection:  # fold the WAL into the file first
+        connection.execute("PRAGMA synchronous=FULL")  # the rebuild wrote without syncing
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     for stale in _sqlite_files(view_env(store_env, name))[1:]:
         stale.unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -158,9 +158,11 @@ def read_export(
     log: LedgerLog | None = None,
     *,
     legacy: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> Checked:
     """Parse and check every line (header, trailer, digest, positions, payloads)
-    before anything is written; the first problem found is an ``ImportRefused``."""
+    before anything is written; the first problem found is an ``ImportRefused``.
+    ``progress`` hears of the lines checked."""
     numbered = [
         (number, line.rstrip("\n"))
         for number, line in enumerate(lines, 1)
@@ -168,7 +170,9 @@ def read_export(
     ]
     header = _header(numbered[0] if numbered else None, legacy)
     if header is None:  # a previous release's export, accepted with legacy=True
-        events, positions = _events(numbered, log, whole=False, first=None, gaps=set())
+        events, positions = _events(
+            numbered, log, whole=False, first=None, gaps=set(), progress=progress
+        )
         return Checked(events, positions, exact=False)
     theirs, ours = header.get("index_key_fingerprint"), index_key_fingerprint(index_key)
     if theirs != ours:
@@ -181,7 +185,7 @@ def read_export(
     whole = header.get("app") is None
     first = header.get("first_position")
     gaps = {(int(a), int(b)) for a, b in trailer.get("gaps") or []}
-    events, positions = _events(body, log, whole=whole, first=first, gaps=gaps)
+    events, positions = _events(body, log, whole=whole, first=first, gaps=gaps, progress=progress)
     digest = hashlib.sha256()
     for _, line in body:
         digest.update(line.encode() + b"\n")
@@ -247,6 +251,7 @@ def _events(
     whole: bool,
     first: Any,
     gaps: set[tuple[int, int]],
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[list[StoredEvent], list[int]]:
     events: list[StoredEvent] = []
     positions: list[int] = []
@@ -301,6 +306,8 @@ def _events(
             raise ImportRefused(f"line {number}: {type(error).__name__}: {error}") from None
         last_id, seen[position] = position, number
         positions.append(position)
+        if progress is not None:
+            progress(1)
         if log is not None and SEALED_KEY not in state and getattr(event, "PERSONAL", None):
             events.append(log.mapper.to_stored_event(event))  # plain values: seal them now
             continue
@@ -322,14 +329,16 @@ def import_events(
     append: bool = False,
     keys_from: LedgerLog | None = None,
     legacy: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> Imported:
     """All events in one transaction, or none. ``index_key`` is the target's: the
     export's must be the same. With ``keys_from``, the data keys of the imported
     subjects are copied from that store (both under one master key); ``legacy``
-    accepts an export of the previous release (no header, trailer or digest)."""
+    accepts an export of the previous release (no header, trailer or digest);
+    ``progress`` hears of the lines checked."""
     if not append and (log.recorder.max_notification_id() or 0) > 0:
         raise ImportRefused("the store is not empty; use --append to add to it")
-    checked = read_export(lines, index_key, log, legacy=legacy)
+    checked = read_export(lines, index_key, log, legacy=legacy, progress=progress)
     events = checked.events
     if not events:
         return Imported(0, None, None)

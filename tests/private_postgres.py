@@ -208,3 +208,141 @@ class PrivatePostgres:
         except (OSError, ValueError, IndexError):
             pass
         self.running = False
+
+
+# A hot standby's own settings. Its copy of the primary's data directory holds no
+# postgresql.conf on Debian (the cluster's lives in /etc), so one is written here;
+# the limits a standby must not set below its primary's are copied from it.
+STANDBY_SETTINGS = """
+# tests/private_postgres.py: a hot standby
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '{sockets}'
+hot_standby = on
+hot_standby_feedback = on
+shared_buffers = 16MB
+fsync = off
+logging_collector = off
+"""
+STANDBY_HBA = "local all all trust\nhost all all 127.0.0.1/32 trust\n"
+# What a standby must match on its primary (PostgreSQL refuses to start otherwise).
+PRIMARY_LIMITS = (
+    "max_connections", "max_worker_processes", "max_wal_senders",
+    "max_prepared_transactions", "max_locks_per_transaction",
+)  # fmt: skip
+REPLICATION_RULE = "host replication all 127.0.0.1/32 trust"
+
+
+def allow_replication(primary_url: str) -> None:
+    """Make sure the primary lets 127.0.0.1 connect for replication (trust), as
+    pg_basebackup and the standby's WAL receiver do. The rule is appended to the
+    server's own pg_hba.conf (found with SHOW hba_file) once, and the
+    configuration reloaded; without the right to write that file, the test is
+    unavailable (skipped, or failed in CI) with the line to add."""
+    import psycopg  # the PostgreSQL half only
+
+    with psycopg.connect(primary_url, autocommit=True) as connection:
+        row = connection.execute("SHOW hba_file").fetchone()
+        assert row is not None
+        hba = Path(str(row[0]))
+        try:
+            rules = hba.read_text()
+        except OSError as error:
+            unavailable(f"cannot read {hba} ({error}); add {REPLICATION_RULE!r} to it")
+        if re.search(r"^\s*host\s+replication\s+all\s+127\.0\.0\.1/32\s+trust\b", rules, re.M):
+            return
+        try:
+            with hba.open("a") as out:
+                out.write(f"\n# added by idledger's tests (tests/private_postgres.py)\n"
+                          f"{REPLICATION_RULE}\n")  # fmt: skip
+        except OSError as error:
+            unavailable(f"cannot add {REPLICATION_RULE!r} to {hba}: {error}")
+        connection.execute("SELECT pg_reload_conf()")
+
+
+class HotStandby(PrivatePostgres):
+    """A real hot standby of a running PostgreSQL server (PostgreSQL's own
+    streaming replication) on a free port of 127.0.0.1: ``pg_basebackup -R``
+    into a temporary directory owned by the postgres user (mode 0700), then
+    ``pg_ctl start`` with ``hot_standby=on``. On exit it is stopped and the
+    directory removed, whatever happened. ``pause_replay()`` / ``resume_replay()``
+    hold and release its replay of the primary's WAL; ``stop()`` and
+    ``start()`` work as on ``PrivatePostgres``.
+
+    pg_basebackup copies the whole cluster: keep the primary small (the test
+    database of CI's server copies in about a second)."""
+
+    def __init__(self, primary_url: str, start_timeout: int = 60) -> None:
+        super().__init__(start_timeout=start_timeout)
+        # pg_ctl on PATH may be a lone link into the installation that has pg_basebackup.
+        self.bin_dir = (self.bin_dir / "pg_ctl").resolve().parent
+        if not os.access(self.bin_dir / "pg_basebackup", os.X_OK):
+            unavailable(f"no pg_basebackup in {self.bin_dir}")
+        self.primary_url = primary_url
+
+    @property
+    def url(self) -> str:
+        """The standby's URL for the primary's database (the same name)."""
+        import psycopg
+
+        dbname = psycopg.conninfo.conninfo_to_dict(self.primary_url).get("dbname") or "postgres"
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def __enter__(self) -> HotStandby:
+        import psycopg
+
+        allow_replication(self.primary_url)
+        primary = psycopg.conninfo.conninfo_to_dict(self.primary_url)
+        with psycopg.connect(self.primary_url, autocommit=True) as connection:
+            limits = {
+                name: connection.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+                for name in PRIMARY_LIMITS
+            }
+        self.root = Path(tempfile.mkdtemp(prefix="idledger-standby-"))
+        try:
+            if self._owner is not None:
+                os.chown(self.root, self._owner.pw_uid, self._owner.pw_gid)
+            os.chmod(self.root, 0o700)
+            self._run(
+                "pg_basebackup", "-D", str(self.data_dir), "-R", "-X", "stream",
+                "-c", "fast", "--no-sync",
+                "-h", str(primary.get("host") or "127.0.0.1"),
+                "-p", str(primary.get("port") or 5432),
+                "-U", str(primary.get("user") or "postgres"),
+            )  # fmt: skip
+            settings = STANDBY_SETTINGS.format(sockets=self.root) + "".join(
+                f"{name} = {value}\n" for name, value in limits.items()
+            )
+            for name, text in (
+                ("postgresql.conf", settings),
+                ("pg_hba.conf", STANDBY_HBA),
+                ("pg_ident.conf", ""),
+            ):
+                (self.data_dir / name).write_text(text)
+                if self._owner is not None:
+                    os.chown(self.data_dir / name, self._owner.pw_uid, self._owner.pw_gid)
+            self._first_start()
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def start(self) -> None:
+        self._run(
+            "pg_ctl", "start", "-w", "-t", str(self.start_timeout), "-D", str(self.data_dir),
+            "-l", str(self.log_path), "-o", f"-p {self.port} -c hot_standby=on",
+        )  # fmt: skip
+        self.running = True
+
+    def execute(self, statement: str) -> object:
+        """Run one statement on the standby as its superuser; the first value it returns."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            row = connection.execute(statement).fetchone()
+            return row[0] if row else None
+
+    def pause_replay(self) -> None:
+        self.execute("SELECT pg_wal_replay_pause()")
+
+    def resume_replay(self) -> None:
+        self.execute("SELECT pg_wal_replay_resume()")

@@ -7,14 +7,16 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
+from idledger.api import examples as ex
 from idledger.api.deps import Admin, RuntimeDep
 from idledger.api.lookup import segment
-from idledger.api.routes.common import ERRORS
+from idledger.api.openapi_docs import errors, merge
 from idledger.api.schemas import AppIn, AppOut
 from idledger.domain.app import App
 from idledger.domain.errors import AppNotFound
 
-router = APIRouter(prefix="/apps", tags=["apps"], responses=ERRORS)
+router = APIRouter(prefix="/apps", tags=["apps"])
+ADMIN = (ex.ORGANIZATION_KEY_REFUSED, ex.STORE_DOWN)
 
 
 def app_out(app: App, api_key: str | None = None) -> AppOut:
@@ -34,19 +36,38 @@ def app_uuid(app_id: str) -> UUID:
         raise AppNotFound(app_id) from None
 
 
-@router.post("", response_model=AppOut, response_model_exclude_none=True)
+@router.post(
+    "",
+    response_model=AppOut,
+    response_model_exclude_none=True,
+    responses=merge({200: ex.APP_WITH_KEY}, errors(*ADMIN, ex.INVALID_FIELD, ex.TOO_LARGE)),
+    openapi_extra=ex.CREATE_APP,
+)
 def create_app(body: AppIn, _: Admin, runtime: RuntimeDep) -> AppOut:
     """A new app; its REST API key is shown here once, in ``basic_auth_key``."""
     created = runtime.ledger.create_app(body.name)
     return app_out(runtime.ledger.get_app(created.app_id), created.api_key)
 
 
-@router.get("/{app_id}", response_model=AppOut, response_model_exclude_none=True)
+@router.get(
+    "/{app_id}",
+    response_model=AppOut,
+    response_model_exclude_none=True,
+    responses=merge({200: ex.APP_FOUND}, errors(*ADMIN, ex.INVALID_SEGMENT, ex.APP_NOT_FOUND)),
+)
 def get_app(app_id: str, _: Admin, runtime: RuntimeDep) -> AppOut:
     return app_out(runtime.ledger.get_app(app_uuid(app_id)))
 
 
-@router.post("/{app_id}/api_key", response_model=AppOut, response_model_exclude_none=True)
+@router.post(
+    "/{app_id}/api_key",
+    response_model=AppOut,
+    response_model_exclude_none=True,
+    responses=merge(
+        {200: ex.APP_WITH_KEY},
+        errors(*ADMIN, ex.INVALID_SEGMENT, ex.APP_NOT_FOUND, ex.RACES_LOST),
+    ),
+)
 def rotate_api_key(app_id: str, _: Admin, runtime: RuntimeDep) -> AppOut:
     """A new REST API key; the previous one is refused from now on."""
     rotated = runtime.ledger.rotate_api_key(app_uuid(app_id))

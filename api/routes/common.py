@@ -1,20 +1,24 @@
-"""Shared pieces of the routers: documented error responses, identity bodies."""
+"""Shared pieces of the routers: the failures they document, identity bodies."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from idledger.api.errors import ApiError
-from idledger.api.schemas import ErrorBody
+from idledger.api.examples import (
+    APP_KEY_REFUSED,
+    INVALID_FIELD,
+    INVALID_SEGMENT,
+    RACES_LOST,
+    READ_MODEL_BEHIND,
+    STORE_DOWN,
+    TOO_LARGE,
+)
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "A field broke a rule; the body names it"},
-    401: {"model": ErrorBody, "description": "Missing or invalid Authorization: Key"},
-    404: {"model": ErrorBody, "description": "No such user, alias or subscription"},
-    409: {"model": ErrorBody, "description": "Alias claimed by another user, or limit reached"},
-    413: {"model": ErrorBody, "description": "Request body too large"},
-    503: {"model": ErrorBody, "description": "The event store did not answer; retry"},
-}
+# The failures a route can give, by what it does (``errors(*KEYED, *PATH, ...)``):
+KEYED = (APP_KEY_REFUSED, STORE_DOWN)  # takes the app's key, so it needs the store
+PATH = (INVALID_SEGMENT,)  # decodes path segments (ids, alias labels)
+BODY = (INVALID_FIELD, TOO_LARGE)  # reads a JSON body
+# A command may lose its optimistic-concurrency races, and waits for the read models.
+COMMAND = (RACES_LOST, READ_MODEL_BEHIND)
 
 
 def identity_change(identity: dict[str, str]) -> tuple[str | None, dict[str, str]]:

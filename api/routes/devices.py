@@ -11,8 +11,10 @@ from uuid import UUID
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from idledger.api import examples as ex
 from idledger.api.deps import AppId, RuntimeDep
-from idledger.api.routes.common import ERRORS
+from idledger.api.openapi_docs import errors, merge
+from idledger.api.routes.common import BODY, COMMAND, KEYED
 from idledger.api.runtime import Runtime
 from idledger.api.schemas import Body
 from idledger.domain.claim import EXTERNAL_ID_NAMESPACE, token_namespace
@@ -26,7 +28,7 @@ from idledger.domain.values import (
     check_external_id,
 )
 
-router = APIRouter(prefix="/apps/{app_id}/idledger", tags=["idledger"], responses=ERRORS)
+router = APIRouter(prefix="/apps/{app_id}/idledger", tags=["idledger"])
 Short = Annotated[str, Field(max_length=200)]
 PLATFORMS = {
     "ios": SubscriptionType.IOS_PUSH,
@@ -71,7 +73,12 @@ def _device(body: MedianDevice) -> DeviceInfo:
     )  # fmt: skip
 
 
-@router.post("/devices", response_model=DeviceOut)
+@router.post(
+    "/devices",
+    response_model=DeviceOut,
+    responses=merge({200: ex.DEVICE_ASSOCIATED}, errors(*KEYED, *BODY, *COMMAND, ex.ALIAS_CLAIMED)),
+    openapi_extra=ex.DEVICE,
+)
 def associate_device(body: MedianDevice, app_id: AppId, runtime: RuntimeDep) -> DeviceOut:
     if body.user_id is not None:
         check_external_id(body.user_id)  # refuse before anything is written

@@ -7,10 +7,12 @@ from uuid import UUID
 
 from fastapi import APIRouter, Response
 
+from idledger.api import examples as ex
 from idledger.api.convert import subscription_out, subscription_spec, subscription_update
-from idledger.api.deps import AppId, RuntimeDep
+from idledger.api.deps import AppId, ReaderDep, RuntimeDep
 from idledger.api.lookup import identity_body, segment, user_id_for
-from idledger.api.routes.common import ERRORS, identity_change
+from idledger.api.openapi_docs import errors, merge
+from idledger.api.routes.common import BODY, COMMAND, KEYED, PATH, identity_change
 from idledger.api.schemas import (
     IdentityBody,
     IdentityOut,
@@ -23,7 +25,7 @@ from idledger.domain.errors import SubscriptionNotFound
 from idledger.domain.ledger import ProfileChange
 from idledger.domain.values import OwnershipCause
 
-router = APIRouter(prefix="/apps/{app_id}", tags=["subscriptions"], responses=ERRORS)
+router = APIRouter(prefix="/apps/{app_id}", tags=["subscriptions"])
 STATUS = {"created": 201, "moved": 202, "unchanged": 200}
 
 
@@ -39,7 +41,15 @@ def subscription_uuid(subscription_id: str) -> UUID:
     status_code=201,
     response_model=SubscriptionBodyOut,
     response_model_exclude_none=True,
-    responses={200: {"description": "Already on this user"}, 202: {"description": "Moved here"}},
+    responses=merge(
+        {
+            201: ex.SUBSCRIPTION_CREATED,
+            200: {"model": SubscriptionBodyOut, **ex.SUBSCRIPTION_UNCHANGED},
+            202: {"model": SubscriptionBodyOut, **ex.SUBSCRIPTION_MOVED},
+        },
+        errors(*KEYED, *PATH, *BODY, *COMMAND, ex.USER_NOT_FOUND),
+    ),
+    openapi_extra=ex.CREATE_SUBSCRIPTION,
 )
 def create_subscription(
     alias_label: str,
@@ -65,7 +75,15 @@ def create_subscription(
     return SubscriptionBodyOut(subscription=subscription_out(subscription))
 
 
-@router.patch("/subscriptions/{subscription_id}", response_model=dict[str, Any])
+@router.patch(
+    "/subscriptions/{subscription_id}",
+    response_model=dict[str, Any],
+    responses=merge(
+        {200: ex.DELETED | {"description": "Updated"}},
+        errors(*KEYED, *PATH, *BODY, *COMMAND, ex.SUBSCRIPTION_NOT_FOUND),
+    ),
+    openapi_extra=ex.UPDATE_SUBSCRIPTION,
+)
 def update_subscription(
     subscription_id: str, body: SubscriptionPatchBody, app_id: AppId, runtime: RuntimeDep
 ) -> dict[str, Any]:
@@ -76,14 +94,30 @@ def update_subscription(
     return {}
 
 
-@router.delete("/subscriptions/{subscription_id}", status_code=202, response_model=dict[str, Any])
+@router.delete(
+    "/subscriptions/{subscription_id}",
+    status_code=202,
+    response_model=dict[str, Any],
+    responses=merge(
+        {202: ex.DELETED | {"description": "Deleted"}},
+        errors(*KEYED, *PATH, *COMMAND, ex.SUBSCRIPTION_NOT_FOUND),
+    ),
+)
 def delete_subscription(subscription_id: str, app_id: AppId, runtime: RuntimeDep) -> dict[str, Any]:
     outcome = runtime.ledger.delete_subscription(app_id, subscription_uuid(subscription_id))
     runtime.written(outcome.position)
     return {}
 
 
-@router.patch("/subscriptions/{subscription_id}/owner", response_model=IdentityOut)
+@router.patch(
+    "/subscriptions/{subscription_id}/owner",
+    response_model=IdentityOut,
+    responses=merge(
+        {200: ex.NEW_OWNER},
+        errors(*KEYED, *PATH, *BODY, *COMMAND, ex.SUBSCRIPTION_NOT_FOUND, ex.USER_NOT_FOUND),
+    ),
+    openapi_extra=ex.TRANSFER,
+)
 def transfer_subscription(
     subscription_id: str, body: TransferIn, app_id: AppId, runtime: RuntimeDep
 ) -> IdentityOut:
@@ -101,9 +135,13 @@ def transfer_subscription(
     return identity_body(runtime, app_id, target)
 
 
-@router.get("/subscriptions/{subscription_id}/user/identity", response_model=IdentityOut)
+@router.get(
+    "/subscriptions/{subscription_id}/user/identity",
+    response_model=IdentityOut,
+    responses=merge({200: ex.IDENTITY}, errors(*KEYED, *PATH, ex.SUBSCRIPTION_NOT_FOUND)),
+)
 async def get_aliases_by_subscription(  # a read-model lookup: see users.get_user
-    subscription_id: str, app_id: AppId, runtime: RuntimeDep
+    subscription_id: str, app_id: AppId, runtime: ReaderDep
 ) -> IdentityOut:
     subscription = runtime.models.profiles.subscription(app_id, subscription_uuid(subscription_id))
     if subscription is None or subscription.owner_id is None:
@@ -111,7 +149,15 @@ async def get_aliases_by_subscription(  # a read-model lookup: see users.get_use
     return identity_body(runtime, app_id, subscription.owner_id)
 
 
-@router.patch("/subscriptions/{subscription_id}/user/identity", response_model=IdentityOut)
+@router.patch(
+    "/subscriptions/{subscription_id}/user/identity",
+    response_model=IdentityOut,
+    responses=merge(
+        {200: ex.IDENTITY},
+        errors(*KEYED, *PATH, *BODY, *COMMAND, ex.SUBSCRIPTION_NOT_FOUND, ex.ALIAS_CLAIMED),
+    ),
+    openapi_extra=ex.ALIASES,
+)
 def create_alias_by_subscription(
     subscription_id: str, body: IdentityBody, app_id: AppId, runtime: RuntimeDep
 ) -> IdentityOut:

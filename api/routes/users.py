@@ -7,6 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 
+from idledger.api import examples as ex
 from idledger.api.convert import (
     identity_of,
     properties_in,
@@ -14,7 +15,7 @@ from idledger.api.convert import (
     purchase_in,
     subscription_spec,
 )
-from idledger.api.deps import AppId, RuntimeDep
+from idledger.api.deps import AppId, ReaderDep, RuntimeDep
 from idledger.api.errors import ApiError
 from idledger.api.lookup import (
     identity_body,
@@ -25,7 +26,8 @@ from idledger.api.lookup import (
     user_for,
     user_id_for,
 )
-from idledger.api.routes.common import ERRORS, identity_change
+from idledger.api.openapi_docs import errors, merge
+from idledger.api.routes.common import BODY, COMMAND, KEYED, PATH, identity_change
 from idledger.api.runtime import Runtime
 from idledger.api.schemas import (
     IdentityBody,
@@ -41,7 +43,7 @@ from idledger.domain.errors import AliasConflict, UserNotFound
 from idledger.domain.ledger import ProfileChange
 from idledger.domain.service import UserOutcome
 
-router = APIRouter(prefix="/apps/{app_id}/users", tags=["users"], responses=ERRORS)
+router = APIRouter(prefix="/apps/{app_id}/users", tags=["users"])
 BY_ALIAS = "/by/{alias_label}/{alias_id}"
 
 
@@ -62,7 +64,11 @@ def profile_change(body_identity: dict[str, str], properties: PropertiesIn | Non
     status_code=201,
     response_model=UserOut,
     response_model_exclude_none=True,
-    responses={200: {"model": UserOut, "description": "The identity named an existing user"}},
+    responses=merge(
+        {201: ex.USER_CREATED, 200: {"model": UserOut, **ex.USER_EXISTING}},
+        errors(*KEYED, *BODY, *COMMAND, ex.USER_NOT_FOUND, ex.ALIAS_CLAIMED),
+    ),
+    openapi_extra=ex.CREATE_USER,
 )
 def create_user(body: UserIn, app_id: AppId, runtime: RuntimeDep, response: Response) -> UserOut:
     """Create a user; an identity that already exists selects that user (200) and
@@ -154,15 +160,27 @@ def _logout(runtime: Runtime, app_id: UUID, identity: dict[str, str], specs: lis
 # Lookups answered from the read models are short indexed reads: they run on the
 # event loop (async def) rather than hopping to the thread pool and back, which
 # cost more than the read itself. Folds from the log (history routes) stay sync.
-@router.get(BY_ALIAS, response_model=UserOut, response_model_exclude_none=True)
-async def get_user(alias_label: str, alias_id: str, app_id: AppId, runtime: RuntimeDep) -> UserOut:
+@router.get(
+    BY_ALIAS,
+    response_model=UserOut,
+    response_model_exclude_none=True,
+    responses=merge({200: ex.USER_FOUND}, errors(*KEYED, *PATH, ex.USER_NOT_FOUND)),
+)
+async def get_user(alias_label: str, alias_id: str, app_id: AppId, runtime: ReaderDep) -> UserOut:
     return profile_body(
         runtime, app_id, segment(alias_label, "alias_label"), segment(alias_id, "alias_id")
     )
 
 
 @router.patch(
-    BY_ALIAS, status_code=202, response_model=PropertiesBodyOut, response_model_exclude_none=True
+    BY_ALIAS,
+    status_code=202,
+    response_model=PropertiesBodyOut,
+    response_model_exclude_none=True,
+    responses=merge(
+        {202: ex.PROPERTIES_UPDATED}, errors(*KEYED, *PATH, *BODY, *COMMAND, ex.USER_NOT_FOUND)
+    ),
+    openapi_extra=ex.UPDATE_USER,
 )
 def update_user(
     alias_label: str, alias_id: str, body: UpdateUserIn, app_id: AppId, runtime: RuntimeDep
@@ -187,7 +205,11 @@ def update_user(
     return PropertiesBodyOut(properties=properties_of(live_user(runtime, app_id, user_id)))
 
 
-@router.delete(BY_ALIAS, response_model=dict[str, Any])
+@router.delete(
+    BY_ALIAS,
+    response_model=dict[str, Any],
+    responses=merge({200: ex.DELETED}, errors(*KEYED, *PATH, *COMMAND, ex.USER_NOT_FOUND)),
+)
 def delete_user(
     alias_label: str,
     alias_id: str,
@@ -217,14 +239,26 @@ def delete_user(
     return {}
 
 
-@router.get(BY_ALIAS + "/identity", response_model=IdentityOut)
+@router.get(
+    BY_ALIAS + "/identity",
+    response_model=IdentityOut,
+    responses=merge({200: ex.IDENTITY}, errors(*KEYED, *PATH, ex.USER_NOT_FOUND)),
+)
 async def get_aliases(
-    alias_label: str, alias_id: str, app_id: AppId, runtime: RuntimeDep
+    alias_label: str, alias_id: str, app_id: AppId, runtime: ReaderDep
 ) -> IdentityOut:
     return IdentityOut(identity=identity_of(user_for(runtime, app_id, alias_label, alias_id)))
 
 
-@router.patch(BY_ALIAS + "/identity", response_model=IdentityOut)
+@router.patch(
+    BY_ALIAS + "/identity",
+    response_model=IdentityOut,
+    responses=merge(
+        {200: ex.IDENTITY},
+        errors(*KEYED, *PATH, *BODY, *COMMAND, ex.USER_NOT_FOUND, ex.ALIAS_CLAIMED),
+    ),
+    openapi_extra=ex.ALIASES,
+)
 def create_alias(
     alias_label: str, alias_id: str, body: IdentityBody, app_id: AppId, runtime: RuntimeDep
 ) -> IdentityOut:
@@ -238,7 +272,14 @@ def create_alias(
     return identity_body(runtime, app_id, user_id)
 
 
-@router.delete(BY_ALIAS + "/identity/{alias_label_to_delete}", response_model=IdentityOut)
+@router.delete(
+    BY_ALIAS + "/identity/{alias_label_to_delete}",
+    response_model=IdentityOut,
+    responses=merge(
+        {200: ex.IDENTITY},
+        errors(*KEYED, *PATH, *COMMAND, ex.USER_NOT_FOUND, ex.ALIAS_NOT_FOUND),
+    ),
+)
 def delete_alias(
     alias_label: str, alias_id: str, alias_label_to_delete: str, app_id: AppId, runtime: RuntimeDep
 ) -> IdentityOut:

@@ -1,0 +1,245 @@
+"""The write path end to end: ``idledger serve`` in its own process, loaded by wrk
+POSTing creates (a user with an external_id and an AndroidPush subscription, a
+unique external_id and token per request) at 1, 8 and 64 connections. Reported:
+creates/s, p50 / p99, and the server's CPU milliseconds per create, against the
+same server answering ``GET /health`` at the same connections (what HTTP alone
+costs). And the same creates in-process from 1, 8 and 64 threads, with group
+commit and without (``IDLEDGER_GROUP_COMMIT_MAX=1``), so the two can be compared."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench.harness import INDEX_KEY, Row, fresh_store, percentile
+from bench.lookups import Load, wrk
+from idledger.domain.group_commit import GroupCommitSettings
+from idledger.domain.ledger import Ledger
+from idledger.domain.values import SubscriptionSpec, SubscriptionType
+
+ADMIN = "bench"
+# A unique external_id and token per request: the run's random prefix, wrk's
+# thread number (set in setup) and a per-thread counter.
+CREATES_LUA = """
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("number", threads)
+end
+local counter = 0
+local headers = {["Authorization"] = "Key KEY", ["Content-Type"] = "application/json"}
+request = function()
+  counter = counter + 1
+  local id = "RUN-" .. number .. "-" .. counter
+  local body = '{"identity":{"external_id":"' .. id .. '"},' ..
+    '"subscriptions":[{"type":"AndroidPush","token":"token-' .. id .. '"}]}'
+  return wrk.format("POST", "/apps/APP/users", headers, body)
+end
+"""
+HEALTH_LUA = 'request = function() return wrk.format("GET", "/health") end\n'
+# Group commit off: every command commits alone, as before it existed.
+WITHOUT = {"IDLEDGER_GROUP_COMMIT_MAX": "1"}
+
+
+@dataclass(frozen=True)
+class Measured:
+    load: Load
+    ok_rate: float  # successful requests per second
+    cpu_ms: float  # server CPU per successful request
+
+    def text(self, what: str) -> str:
+        load = self.load
+        failures = f", {load.failures} non-2xx" if load.failures else ""
+        return (
+            f"{load.rate:,.0f} {what}/s, p50 {load.p50_ms:.1f} ms, p99 {load.p99_ms:.1f} ms, "
+            f"{self.cpu_ms:.2f} ms CPU each{failures}"
+        )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its worker processes, in seconds."""
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # Fields after the command: state ppid ... utime (12th) stime (13th).
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def server(url: str, workers: int, env: dict[str, str]) -> Iterator[tuple[str, int]]:
+    """``idledger serve`` as README starts it (without the access log); its URL and pid."""
+    port = free_port()
+    environment = {**os.environ, "IDLEDGER_STORE_URL": url, "IDLEDGER_INDEX_KEY": INDEX_KEY.hex(),
+                   "IDLEDGER_ADMIN_KEY": ADMIN, **env}  # fmt: skip
+    command = [str(Path(sys.executable).with_name("idledger")), "serve", "--port", str(port),
+               "--workers", str(workers), "--no-access-log"]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            for _ in range(600):
+                try:
+                    if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"idledger serve exited: {log.read()[-2000:]}")
+                time.sleep(0.1)
+            yield base, process.pid
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def measured(base: str, pid: int, script: str, connections: int, seconds: int) -> Measured:
+    before = cpu_seconds(pid)
+    load = wrk(base, script, connections, seconds)
+    used = cpu_seconds(pid) - before
+    ok = max(load.rate * seconds - load.failures, 1)
+    return Measured(load, ok / seconds, 1000 * used / ok)
+
+
+@contextmanager
+def lua(source: str) -> Iterator[str]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(source)
+    try:
+        yield script.name
+    finally:
+        os.unlink(script.name)
+
+
+def http_ladder(
+    url: str, workers: int, connections: list[int], seconds: int, env: dict[str, str]
+) -> tuple[list[Measured], list[Measured]]:
+    """(creates, health) at each number of connections, on one server."""
+    with server(url, workers, env) as (base, pid):
+        app = httpx.post(f"{base}/apps", json={"name": "write bench"},
+                         headers={"Authorization": f"Key {ADMIN}"}).json()  # fmt: skip
+        creates = CREATES_LUA.replace("APP", app["id"]).replace("KEY", app["basic_auth_key"])
+
+        def load(source: str, n: int, seconds: int) -> Measured:
+            # A new prefix per run: every request creates a new user (201).
+            with lua(source.replace("RUN", uuid.uuid4().hex[:8])) as script:
+                return measured(base, pid, script, n, seconds)
+
+        load(creates, 4, 1)  # warm up: imports, connections, caches
+        return (
+            [load(creates, n, seconds) for n in connections],
+            [load(HEALTH_LUA, n, seconds) for n in connections],
+        )
+
+
+def threaded_creates(ledger: Ledger, threads: int, seconds: float) -> tuple[float, float]:
+    """Creates/s and p99 ms with ``threads`` callers creating users at once."""
+    app_id = ledger.create_app("threads").app_id
+    stop = time.monotonic() + seconds
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    run = uuid.uuid4().hex[:8]
+    failures: list[str] = []
+
+    def caller(number: int) -> None:
+        count = 0
+        while time.monotonic() < stop:
+            count += 1
+            name = f"{run}-{number}-{count}"
+            spec = SubscriptionSpec(type=SubscriptionType.ANDROID_PUSH, token=f"token-{name}")
+            began = time.perf_counter()
+            try:
+                ledger.create_user(app_id, external_id=name, subscriptions=[spec])
+            except Exception as error:  # reported, never counted as a create
+                failures.append(f"{type(error).__name__}: {error}")
+                continue
+            latencies[number].append(time.perf_counter() - began)
+
+    started = time.perf_counter()
+    workers = [threading.Thread(target=caller, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    every = [latency for per in latencies for latency in per]
+    if failures:
+        raise RuntimeError(f"{len(failures)} creates failed, the first: {failures[0]}")
+    return len(every) / elapsed, 1000 * percentile(every, 0.99)
+
+
+def in_process(kind: str, callers: list[int], seconds: float) -> list[Row]:
+    rows = []
+    settings = {"with": GroupCommitSettings(), "without": GroupCommitSettings(max_batch=1)}
+    for n in callers:
+        figures = {}
+        for label, group_commit in settings.items():
+            with fresh_store(kind) as (env, _):
+                ledger = Ledger(env, index_key=INDEX_KEY, group_commit=group_commit)
+                try:
+                    figures[label] = threaded_creates(ledger, n, seconds)
+                finally:
+                    ledger.close()
+        (ours, p99), (alone, alone_p99) = figures["with"], figures["without"]
+        rows.append(
+            Row("write path", kind, f"creates/s in-process, {n} thread(s); baseline: group "
+                "commit off (IDLEDGER_GROUP_COMMIT_MAX=1)",
+                f"{ours:,.0f} (p99 {p99:.1f} ms)", f"{alone:,.0f} (p99 {alone_p99:.1f} ms)",
+                f"{ours / alone:.2f}")
+        )  # fmt: skip
+    return rows
+
+
+def bench_http_writes(
+    kind: str, connections: list[int], seconds: int, workers: int = 1
+) -> list[Row]:
+    rows = in_process(kind, connections, min(seconds, 5))
+    if shutil.which("wrk") is None:
+        return [*rows, Row("write path", kind, "HTTP creates",
+                           "skipped: wrk is not installed (apt install wrk)")]  # fmt: skip
+    for label, env in (("", {}), (" (group commit off)", WITHOUT)):
+        with fresh_store(kind) as (_, url):
+            creates, health = http_ladder(url, workers, connections, seconds, env)
+        for create, ping in zip(creates, health, strict=True):
+            n = create.load.connections
+            rows.append(
+                Row("write path", kind, f"POST /apps/{{app}}/users (external_id + AndroidPush)"
+                    f"{label}, {workers} worker(s), wrk {n} connection(s); baseline: GET "
+                    "/health on the same server", create.text("creates"), ping.text("req"),
+                    f"{create.ok_rate / ping.ok_rate:.2f}")
+            )  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":  # python -m bench.http_writes sqlite 1,8,64 5
+    kind = sys.argv[1] if len(sys.argv) > 1 else "sqlite"
+    ladder = [int(n) for n in (sys.argv[2] if len(sys.argv) > 2 else "1,8,64").split(",")]
+    for row in bench_http_writes(kind, ladder, int(sys.argv[3]) if len(sys.argv) > 3 else 5):
+        print(f"{row.store} | {row.what} | {row.value} | {row.baseline} | {row.ratio}")
