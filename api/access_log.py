@@ -7,7 +7,8 @@ One pure ASGI middleware, so that a request pays for one layer:
   ``X-Request-Id`` and carried by every log line written while the request is
   served (``log_setup.current_request``).
 - **Metrics** (``api/metrics.py``), unless ``IDLEDGER_METRICS=0``.
-- **Access log**: one INFO line per request on the ``idledger.access`` logger:
+- **Access log**: one INFO line per request on the ``idledger.access`` logger
+  (DEBUG for ``/metrics`` and ``/health``, which are polled):
   method, route *template* (``/apps/{app_id}/users/by/{alias_label}/{alias_id}``),
   status and duration; with the request id and app id as fields. Path parameters
   other than a well-formed app id, the raw path and the query string are never
@@ -20,7 +21,6 @@ One pure ASGI middleware, so that a request pays for one layer:
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,17 +28,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from idledger.api import metrics
 from idledger.api.log_setup import ACCESS_LOGGER, RequestContext, current_request, sane_request_id
 from idledger.api.route_template import route_of, template_of
+from idledger.api.switches import switch
 
 ENV_VAR = "IDLEDGER_ACCESS_LOG"
 REQUEST_ID_HEADER = b"x-request-id"
+# Scraped and probed every few seconds: their lines would drown the others.
+QUIET_ROUTES = frozenset({metrics.PATH, "/health"})
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 logger = logging.getLogger(ACCESS_LOGGER)
 
 
 def access_log_enabled() -> bool:
-    """Whether ``IDLEDGER_ACCESS_LOG`` asks for the access log (``1``)."""
-    return os.environ.get(ENV_VAR, "0").strip() == "1"
+    """Whether ``IDLEDGER_ACCESS_LOG`` asks for the access log (``1``; ``0`` or unset: off)."""
+    return switch(ENV_VAR, default=False)
 
 
 class RequestTelemetry:
@@ -93,7 +96,8 @@ class RequestTelemetry:
                 counts.after_write()
         if self.access_log:
             duration_ms = round(seconds * 1000, 1)
-            logger.info(
+            logger.log(
+                logging.DEBUG if template in QUIET_ROUTES else logging.INFO,
                 "%s %s %s %.1fms",
                 method,
                 template,

@@ -19,6 +19,7 @@ from idledger.api.read_replicas import (
     min_position,
 )
 from idledger.api.runtime import Runtime
+from idledger.domain.app import App
 from idledger.domain.errors import AppNotFound
 from idledger.domain.unit_of_work import start_writing
 
@@ -99,14 +100,26 @@ async def authenticated_app(
 ) -> UUID:
     """The app whose REST API key was presented. An unknown app and a wrong key get
     the same answer, so one app's key cannot even confirm another app exists."""
-    key = presented_key(authorization)
+    app = app_for_key(runtime, app_id, presented_key(authorization))
+    if app is None:
+        raise UNAUTHORIZED
+    return app.id
+
+
+def app_for_key(runtime: Runtime, app_id: str, key: str) -> App | None:
+    """The app if ``key`` is its REST API key; None for an unknown app and a wrong
+    key alike (the console's sign-in checks keys with it too)."""
     try:
         app = runtime.app(UUID(app_id))
     except (ValueError, AppNotFound):
-        raise UNAUTHORIZED from None
-    if not app.accepts(key):
-        raise UNAUTHORIZED
-    return app.id
+        return None
+    return app if app.accepts(key) else None
+
+
+def is_organization_key(runtime: Runtime, key: str) -> bool:
+    """Whether ``key`` is the organization key (none set: nothing is)."""
+    expected = runtime.settings.admin_key
+    return bool(expected) and hmac.compare_digest(key.encode(), (expected or "").encode())
 
 
 AppId = Annotated[UUID, Depends(authenticated_app)]
@@ -115,8 +128,7 @@ AppId = Annotated[UUID, Depends(authenticated_app)]
 def require_admin(
     runtime: RuntimeDep, authorization: Annotated[str | None, Security(ORGANIZATION_KEY)]
 ) -> None:
-    expected = runtime.settings.admin_key
-    if not expected or not hmac.compare_digest(presented_key(authorization), expected):
+    if not is_organization_key(runtime, presented_key(authorization)):
         raise ApiError(
             401, "unauthorized", "missing or invalid Authorization: Key <organization key>"
         )

@@ -1,14 +1,17 @@
-"""One place that turns errors into HTTP: always a 4xx with a body that names the
-field and the rule, in OneSignal's shape ``{"errors": [{"code", "title", ...}]}``."""
+"""One place that turns errors into HTTP: a 4xx with a body that names the field
+and the rule, in OneSignal's shape ``{"errors": [{"code", "title", ...}]}``; a 503
+when the store did not answer; and, for anything unforeseen, a 500 in the same
+shape (never a plain-text body). Under the console's paths these are HTML pages."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from eventsourcing.persistence import PersistenceError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -26,6 +29,10 @@ STATUS_OF: list[tuple[type[LedgerError], int]] = [
     (NotFound, 404),
     (Conflict, 409),
 ]
+
+
+def status_of(error: LedgerError) -> int:
+    return next((code for kind, code in STATUS_OF if isinstance(error, kind)), 400)
 
 
 class ApiError(Exception):
@@ -70,7 +77,7 @@ def error_response(
 
 def _ledger_error(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, LedgerError)
-    status = next((code for kind, code in STATUS_OF if isinstance(error, kind)), 400)
+    status = status_of(error)
     if isinstance(error, AliasConflict):
         return error_response(
             409, "user-2", "One or more Aliases claimed by another User",
@@ -100,9 +107,45 @@ def _api_error(_: Request, error: Exception) -> JSONResponse:
     return error_response(error.status, error.code, error.title, error.field, headers=error.headers)
 
 
-def _http_error(_: Request, error: Exception) -> JSONResponse:
+# Renders an error as an HTML page: (request, status, message, headers).
+ErrorPage = Callable[[Request, int, str, dict[str, str] | None], Response]
+
+
+def serve_error_pages(app: FastAPI, prefix: str, render: ErrorPage) -> None:
+    """Errors of requests under ``prefix`` (the console's) become HTML pages."""
+    app.state.error_pages = (prefix, render)
+
+
+def _error_page(
+    request: Request, status: int, message: str, headers: dict[str, str] | None = None
+) -> Response | None:
+    pages: tuple[str, ErrorPage] | None = getattr(request.app.state, "error_pages", None)
+    if pages is None:
+        return None
+    prefix, render = pages
+    path = request.url.path
+    if path != prefix and not path.startswith(prefix + "/"):
+        return None
+    return render(request, status, message, headers)
+
+
+def _http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
-    return error_response(error.status_code, "http-error", str(error.detail))
+    status, detail = error.status_code, str(error.detail)
+    headers = dict(error.headers or {})  # 405's Allow, say
+    page = _error_page(request, status, detail, headers)
+    return page or error_response(status, "http-error", detail, headers=headers)
+
+
+INTERNAL_ERROR = "the server failed on this request; its log has the error under the request id"
+
+
+def _internal_error(request: Request, _: Exception) -> Response:
+    """Anything unforeseen: a 500 in the usual shape. Starlette raises the error
+    again afterwards, and the server logs it as every exception is logged (type
+    and stack, never the message: log_setup)."""
+    page = _error_page(request, 500, INTERNAL_ERROR)
+    return page or error_response(500, "internal-error", INTERNAL_ERROR)
 
 
 def _store_error(request: Request, error: Exception) -> JSONResponse:
@@ -124,3 +167,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ValidationError, _validation_error)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version as package_version
 
 from fastapi import FastAPI
 
@@ -37,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="idledger",
         summary="Event-sourced identity ledger with a OneSignal-compatible User API",
-        version="0.1.0",
+        version=package_version("idledger"),
         lifespan=lifespan,
         docs_url=None,  # /docs and /redoc: install_docs, with assets served locally
         redoc_url=None,

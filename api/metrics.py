@@ -38,6 +38,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from idledger.api.switches import switch
 from idledger.domain.service import LedgerBase
 from idledger.projections.dead_letters import describe, is_store_failure
 
@@ -94,8 +95,8 @@ COMMAND_PREFIX = "/apps"  # the ledger's write endpoints; other writes are not c
 
 
 def metrics_enabled() -> bool:
-    """Whether ``IDLEDGER_METRICS`` leaves the metrics on (anything but ``0``)."""
-    return os.environ.get(ENV_VAR, "1").strip() != "0"
+    """Whether ``IDLEDGER_METRICS`` leaves the metrics on (``1``, the default; ``0``: off)."""
+    return switch(ENV_VAR, default=True)
 
 
 def multiprocess_dir() -> str | None:

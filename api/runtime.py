@@ -5,19 +5,28 @@ the projector that keeps the read models caught up."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from uuid import UUID
 
+import psycopg
+
 from idledger.api.errors import unavailable
 from idledger.api.outage import StoreGate
 from idledger.api.read_replicas import ReadReplicas, tell_position
-from idledger.api.settings import Settings, open_ledger, read_store_envs, store_env
+from idledger.api.settings import (
+    CONNECT_TIMEOUT_SECONDS,
+    Settings,
+    open_ledger,
+    read_store_envs,
+    store_env,
+)
 from idledger.domain.app import App
 from idledger.domain.ledger import Ledger
 from idledger.domain.unit_of_work import first_written
 from idledger.projections.dead_letters import describe, is_store_failure
-from idledger.projections.lock import ProjectionBusy
+from idledger.projections.lock import ProjectionBusy, postgres_conninfo
 from idledger.projections.service import Projector, ReadModels
 
 log = logging.getLogger(__name__)
@@ -153,6 +162,7 @@ def _open_store(settings: Settings) -> tuple[Ledger, ReadModels]:
     while True:
         ledger: Ledger | None = None
         try:
+            _probe_postgres(settings, deadline - time.monotonic())
             ledger = open_ledger(settings)
             return ledger, ReadModels(store_env(settings.store_url))
         except Exception as error:
@@ -167,6 +177,18 @@ def _open_store(settings: Settings) -> tuple[Ledger, ReadModels]:
             log.warning("event store unreachable (%s); retrying in %.1f s", describe(error), pause)
             time.sleep(pause)
             pause = min(pause * 2, STARTUP_MAX_PAUSE)
+
+
+def _probe_postgres(settings: Settings, seconds_left: float) -> None:
+    """Connect to a PostgreSQL store once, within the start-up time left (at most the
+    connect timeout), before its pools are made: the library's pools connect with no
+    time limit of their own (psycopg's 130 s), so against a server that accepts
+    connections and never answers, one attempt at opening the ledger took 18 s."""
+    env = store_env(settings.store_url)
+    if env["PERSISTENCE_MODULE"] != "eventsourcing.postgres":
+        return
+    seconds = max(1, min(CONNECT_TIMEOUT_SECONDS, math.ceil(seconds_left)))
+    psycopg.connect(postgres_conninfo(env), connect_timeout=seconds).close()
 
 
 def _where(settings: Settings) -> str:

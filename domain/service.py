@@ -2,7 +2,8 @@
 
 Every command runs in a fresh ``UnitOfWork``; when another writer wins an
 optimistic-concurrency race the whole command is re-run on fresh state, a
-bounded number of times, then reported as ``ConcurrencyConflict``.
+bounded number of times, then reported as ``ConcurrencyConflict``. Commands
+running at once share their commit (``domain.group_commit``).
 """
 
 from __future__ import annotations
@@ -193,10 +194,18 @@ def bound_pool_wait(recorder: R, env: Mapping[str, str]) -> R:
     """Bound how long one attempt waits for a PostgreSQL connection. The library
     retries a failed statement 10 times (0.2 s apart) and its pool waits up to its
     whole connect timeout on each attempt, so an unreachable server held a request
-    for minutes; with short waits a request is answered within about 3 s."""
+    for minutes; with short waits a request is answered within about 3 s.
+
+    The library gives its pool no connect timeout (POSTGRES_CONNECT_TIMEOUT is only
+    the wait for a pooled connection), so each new connection could wait psycopg's
+    default 130 s on a server that accepts and never answers, and closing the pool
+    waited for them: the connect timeout is given to the pool's connections too."""
     pool = getattr(getattr(recorder, "datastore", None), "pool", None)
     if pool is not None and hasattr(pool, "timeout"):
         pool.timeout = float(env.get(POOL_WAIT) or DEFAULT_POOL_WAIT)
+        connect_timeout = env.get("POSTGRES_CONNECT_TIMEOUT")
+        if connect_timeout and isinstance(getattr(pool, "kwargs", None), dict):
+            pool.kwargs["connect_timeout"] = connect_timeout
     return recorder
 
 

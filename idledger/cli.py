@@ -17,11 +17,14 @@ import typer
 import uvicorn
 from rich.console import Console
 
+from idledger.api.access_log import ENV_VAR as ACCESS_LOG_VAR
+from idledger.api.console.settings import ConsoleSettings
 from idledger.api.demo import run_login_scenario
 from idledger.api.log_setup import LogSettingsError, logging_config
-from idledger.api.metrics import worker_metrics_dir
+from idledger.api.metrics import metrics_enabled, worker_metrics_dir
 from idledger.api.runtime import StoreUnreachable, check_store
 from idledger.api.settings import Settings, SettingsError, open_ledger, store_env
+from idledger.api.switches import switch
 from idledger.domain.keystore import MasterKeyMissing
 from idledger.domain.ledger import Ledger
 from idledger.domain.user import User
@@ -73,8 +76,13 @@ def serve(
     store_url: StoreUrl = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     access_log: Annotated[
-        bool, typer.Option(help="Log every request (costs throughput; a proxy often logs).")
-    ] = True,
+        bool | None,
+        typer.Option(
+            help="Log every request (costs throughput; a proxy often logs). "
+            "Default: IDLEDGER_ACCESS_LOG, else on.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API (OneSignal-compatible User API plus idledger endpoints)."""
     try:  # IDLEDGER_LOG_LEVEL / IDLEDGER_LOG_FORMAT: for this process, uvicorn and every worker
@@ -85,6 +93,14 @@ def serve(
     logging.config.dictConfig(log_config)
     if store_url:
         os.environ["IDLEDGER_STORE_URL"] = store_url
+    # Every setting is checked before anything is said or made: a bad one is one line
+    # and exit 2 here (Verbs), not an error inside each worker once the store is made.
+    Settings()
+    ConsoleSettings()
+    metrics_enabled()
+    if access_log is None:
+        access_log = switch(ACCESS_LOG_VAR, default=True)
+    store_env(Settings().store_url)  # an unknown kind of store URL
     announce_new_sqlite_store(Settings().store_url)  # serve makes its store: said, not silent
     if not os.environ.get("IDLEDGER_ADMIN_KEY"):
         os.environ["IDLEDGER_ADMIN_KEY"] = secrets.token_urlsafe(24)
@@ -108,7 +124,7 @@ def serve(
     console.print(f"idledger on http://{host}:{port} (store {settings.store_url}); docs at /docs")
     # Our access log (api/access_log.py) replaces uvicorn's, which prints raw paths;
     # the environment carries the choice to the app factory in every worker process.
-    os.environ["IDLEDGER_ACCESS_LOG"] = "1" if access_log else "0"
+    os.environ[ACCESS_LOG_VAR] = "1" if access_log else "0"
     with worker_metrics_dir(workers):  # several workers count into shared files
         uvicorn.run(
             "idledger.api.main:create_app",

@@ -69,14 +69,12 @@ class ReadModel(Projection[V], Generic[V]):
             page = self.open_page(writer)
             apply = page.apply
             for event in events:
-                record = event if type(event) is Recorded else Recorded.of(event)  # type: ignore[arg-type]
+                record = event if isinstance(event, Recorded) else Recorded.of(event)
                 topic = record.topic
+                if topic not in read and topic not in ignored:
+                    (read if self.reads(topic) else ignored).add(topic)
                 if topic in read:
                     apply(record)
-                elif topic not in ignored:
-                    (read if self.reads(topic) else ignored).add(topic)
-                    if topic in read:
-                        apply(record)
             page.flush()
         if getattr(page, "erased", False):
             self.view.wipe_freed_pages()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 from uuid import UUID
 
@@ -106,6 +107,7 @@ class _Topic(NamedTuple):
     version: int  # the class's schema version
 
 
+@cache  # the projector makes a reader for every catch-up
 def _topic(topic: str, wanted: bool) -> _Topic:
     try:
         event_class = resolve_topic(topic)

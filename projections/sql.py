@@ -66,6 +66,10 @@ def _as_arrays(sql: str, columns: dict[str, dict[str, str]]) -> str | None:
     return f"INSERT INTO {{{table}}} ({listed}) SELECT * FROM unnest({arrays}){sql[insert.end() :]}"
 
 
+def _holds_nul(columns: list[list[Any]]) -> bool:
+    return "\x00" in "".join(v for column in columns for v in column if type(v) is str)
+
+
 class Writer:
     """Executes a view's SQL inside one transaction. ``columns`` (PostgreSQL):
     each table's column types, for inserting many rows as arrays."""
@@ -90,10 +94,11 @@ class Writer:
         if not rows:
             return
         arrays = _as_arrays(sql, self._columns) if self._columns is not None else None
-        if arrays is None:
+        columns = [list(c) for c in zip(*rows, strict=True)] if arrays else []
+        if arrays is None or _holds_nul(columns):  # psycopg refuses NUL itself, and says so
             self._cursor.executemany(self._render(sql), rows)
         else:
-            self._cursor.execute(self._render(arrays), [list(c) for c in zip(*rows, strict=True)])
+            self._cursor.execute(self._render(arrays), columns)
 
     def one(self, sql: str, *params: Any) -> Row | None:
         self._cursor.execute(self._render(sql), params)

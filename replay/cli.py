@@ -24,7 +24,13 @@ from idledger.replay.csv_cli import import_csv_command
 from idledger.replay.dead_letters_cli import dead_letters_command
 from idledger.replay.privacy_cli import erase_command, seal_command
 from idledger.replay.rebuild import rebuild, swap_in, verify
-from idledger.replay.transfer import ImportRefused, export_lines, import_events
+from idledger.replay.transfer import (
+    HEADER,
+    ImportRefused,
+    check_import,
+    export_lines,
+    write_import,
+)
 from idledger.replay.verb_support import (
     StoreUrl,
     Verbs,
@@ -41,6 +47,7 @@ from idledger.replay.verb_support import (
 
 At = Annotated[datetime | None, typer.Option(help="An instant, ISO 8601 (UTC if no zone).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+EXPORT_FRAME = f'{{"{HEADER}'  # how the header and the trailer lines start
 Projections = Annotated[
     list[str] | None,
     typer.Option(help=f"Read model(s): {', '.join(READ_MODELS)}, or all (the default)."),
@@ -196,7 +203,8 @@ def export(
         with progress("export", total, data_on_stdout=True) as advance:
             for line in export_lines(log, app, index_key=index_key):
                 sys.stdout.write(line + "\n")
-                advance(1)
+                if not line.startswith(EXPORT_FRAME):  # the header and trailer are no events
+                    advance(1)
         sys.stdout.flush()
 
 
@@ -231,13 +239,15 @@ def import_command(
             source_log = stack.enter_context(opened_log(source_env)) if source_env else None
             lines = stack.enter_context(source.open(encoding="utf-8"))
             # Every line is checked before one is written; then one transaction writes them.
-            advance = stack.enter_context(
-                progress("import: checking", max(events_in_file, 0), unit="lines")
-            )
-            imported = import_events(
-                log, lines, index_key=resolve_index_key(Settings(), env), append=append,
-                keys_from=source_log, legacy=legacy, progress=advance,
-            )  # fmt: skip
+            with progress("import: checking", max(events_in_file, 0), unit="lines") as advance:
+                checked = check_import(
+                    log, lines, index_key=resolve_index_key(Settings(), env), append=append,
+                    legacy=legacy, progress=advance,
+                )  # fmt: skip
+            with progress("import: writing", len(checked.events)) as advance:
+                imported = write_import(
+                    log, checked, append=append, keys_from=source_log, progress=advance
+                )
     except ImportRefused as refused:
         fail(f"refused: {refused}")
     except UnicodeDecodeError:

@@ -336,9 +336,38 @@ def import_events(
     subjects are copied from that store (both under one master key); ``legacy``
     accepts an export of the previous release (no header, trailer or digest);
     ``progress`` hears of the lines checked."""
+    checked = check_import(
+        log, lines, index_key=index_key, append=append, legacy=legacy, progress=progress
+    )
+    return write_import(log, checked, append=append, keys_from=keys_from)
+
+
+def check_import(
+    log: LedgerLog,
+    lines: Iterable[str],
+    *,
+    index_key: bytes,
+    append: bool = False,
+    legacy: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Checked:
+    """``import_events``'s first phase: every line read and checked, nothing written
+    (``progress`` hears of the lines checked)."""
     if not append and (log.recorder.max_notification_id() or 0) > 0:
         raise ImportRefused("the store is not empty; use --append to add to it")
-    checked = read_export(lines, index_key, log, legacy=legacy, progress=progress)
+    return read_export(lines, index_key, log, legacy=legacy, progress=progress)
+
+
+def write_import(
+    log: LedgerLog,
+    checked: Checked,
+    *,
+    append: bool = False,
+    keys_from: LedgerLog | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Imported:
+    """``import_events``'s second phase: the checked events in one transaction
+    (``progress`` hears of the events written, page by page, before the commit)."""
     events = checked.events
     if not events:
         return Imported(0, None, None)
@@ -353,7 +382,7 @@ def import_events(
             ) from None
     exact = checked.positions if checked.exact and not append else None
     try:
-        positions = _insert(log, events, empty=not append, exact=exact)
+        positions = _insert(log, events, empty=not append, exact=exact, progress=progress)
     except ImportRefused:
         raise
     except Exception as error:  # e.g. an aggregate version already in the store
@@ -362,11 +391,18 @@ def import_events(
 
 
 def _insert(
-    log: LedgerLog, events: list[StoredEvent], *, empty: bool, exact: list[int] | None
+    log: LedgerLog,
+    events: list[StoredEvent],
+    *,
+    empty: bool,
+    exact: list[int] | None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[int]:
     """Insert in one transaction that also checks, before it commits, that the store
-    was empty (unless appending) and that the events got the export's positions."""
+    was empty (unless appending) and that the events got the export's positions.
+    Written a page at a time, for ``progress``: the transaction is still one."""
     recorder: Any = log.recorder
+    pages = _pages(events, exact, progress)
     if isinstance(recorder, SQLiteLedgerRecorder):
         datastore: Any = recorder.datastore
         with datastore.transaction(commit=True) as cursor:
@@ -374,15 +410,18 @@ def _insert(
                 cursor.execute(f"SELECT 1 FROM {recorder.events_table_name} LIMIT 1")
                 _refuse_if_not_empty(cursor.fetchone())
             if exact is None:
-                positions = list(recorder._insert_events(cursor, events) or [])
+                positions: list[int] = []
+                for page, _ in pages:
+                    positions += recorder._insert_events(cursor, page) or []
             else:  # the export's own positions, gaps included (the rowid is the position)
                 recorder.write_keys(cursor, events, {})
-                cursor.executemany(
-                    f"INSERT INTO {recorder.events_table_name} (rowid, originator_id, "
-                    "originator_version, topic, state) VALUES (?, ?, ?, ?, ?)",
-                    [(p, UUID(str(e.originator_id)).hex, e.originator_version, e.topic, e.state)
-                     for p, e in zip(exact, events, strict=True)],
-                )  # fmt: skip
+                for page, page_positions in pages:
+                    cursor.executemany(
+                        f"INSERT INTO {recorder.events_table_name} (rowid, originator_id, "
+                        "originator_version, topic, state) VALUES (?, ?, ?, ?, ?)",
+                        [(p, UUID(str(e.originator_id)).hex, e.originator_version, e.topic,
+                          e.state) for p, e in zip(page_positions, page, strict=True)],
+                    )  # fmt: skip
                 positions = list(exact)
             _check_positions(positions, exact)
         return positions
@@ -400,15 +439,18 @@ def _insert(
             _refuse_if_not_empty(cursor.fetchone())
         recorder._insert_events(cursor, events)  # the data keys
         if exact is None:
-            recorder._insert_stored_events(cursor, events)
-            positions = list(recorder._fetch_ids_after_insert_events(cursor, events))
+            positions = []
+            for page, _ in pages:
+                recorder._insert_stored_events(cursor, page)
+                positions += recorder._fetch_ids_after_insert_events(cursor, page)
         else:  # the export's own positions, gaps included; the sequence goes on after them
-            cursor.executemany(
-                SQL("INSERT INTO {} (notification_id, originator_id, originator_version, topic, "
-                    "state) VALUES (%s, %s, %s, %s, %s)").format(table),
-                [(p, e.originator_id, e.originator_version, e.topic, e.state)
-                 for p, e in zip(exact, events, strict=True)],
-            )  # fmt: skip
+            for page, page_positions in pages:
+                cursor.executemany(
+                    SQL("INSERT INTO {} (notification_id, originator_id, originator_version, "
+                        "topic, state) VALUES (%s, %s, %s, %s, %s)").format(table),
+                    [(p, e.originator_id, e.originator_version, e.topic, e.state)
+                     for p, e in zip(page_positions, page, strict=True)],
+                )  # fmt: skip
             name = f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'
             cursor.execute(
                 "SELECT setval(pg_get_serial_sequence(%s, 'notification_id'), %s, true)",
@@ -418,6 +460,18 @@ def _insert(
             positions = list(exact)
         _check_positions(positions, exact)
     return positions
+
+
+def _pages(
+    events: list[StoredEvent], exact: list[int] | None, progress: Callable[[int], None] | None
+) -> Iterator[tuple[list[StoredEvent], list[int]]]:
+    """The events a page at a time with their export positions (none unless
+    ``exact``); ``progress`` hears of each page once it is written."""
+    for start in range(0, len(events), PAGE):
+        page = events[start : start + PAGE]
+        yield page, exact[start : start + PAGE] if exact is not None else []
+        if progress is not None:
+            progress(len(page))
 
 
 def _refuse_if_not_empty(row: Any) -> None:

@@ -23,6 +23,7 @@ import psycopg
 import typer
 from psycopg import sql
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -39,6 +40,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from idledger.api.settings import Settings, SettingsError, open_ledger, sqlite_file, store_env
+from idledger.api.switches import SwitchError
 from idledger.domain.errors import LedgerError
 from idledger.domain.keystore import MasterKeyMissing
 from idledger.domain.ledger import Ledger
@@ -89,7 +91,7 @@ def explain(error: Exception) -> tuple[str, int]:
     """One line for the person at the terminal, and the exit code."""
     if isinstance(error, VerbFailed):
         return error.message, error.exit_code
-    if isinstance(error, SettingsError | MasterKeyMissing):
+    if isinstance(error, SettingsError | MasterKeyMissing | SwitchError):
         return str(error), 2
     if isinstance(error, ValidationError):
         return _bad_settings(error), 2
@@ -109,11 +111,24 @@ def explain(error: Exception) -> tuple[str, int]:
 
 
 def _bad_settings(error: ValidationError) -> str:
+    prefix = _env_prefix(error.title)
     problems = [
-        f"IDLEDGER_{'_'.join(str(part) for part in problem['loc']).upper()}: {problem['msg']}"
+        f"{prefix}{'_'.join(str(part) for part in problem['loc']).upper()}: {problem['msg']}"
         for problem in error.errors(include_input=False, include_url=False)
     ]
     return "bad setting " + "; ".join(problems)
+
+
+def _env_prefix(model_name: str) -> str:
+    """The variables' prefix of the settings model that failed, by its name (the
+    error's title): ``IDLEDGER_``, ``IDLEDGER_CONSOLE_``..."""
+    pending: list[type[BaseSettings]] = list(BaseSettings.__subclasses__())
+    while pending:
+        model = pending.pop()
+        if model.__name__ == model_name:
+            return str(model.model_config.get("env_prefix") or "")
+        pending += model.__subclasses__()
+    return "IDLEDGER_"
 
 
 def fail(message: str, exit_code: int = 1) -> NoReturn:

@@ -8,6 +8,8 @@ of 127.0.0.1 only, and on exit stops it and removes the directory. ``pg.url`` is
 its store URL; ``pg.stop("immediate")`` kills it as a crash would and
 ``pg.start()`` brings it back (crash recovery included) on the same port. fsync
 and synchronous_commit stay on, so a committed transaction survives ``stop``.
+``with HotStandby(primary_url) as standby:`` is a real hot standby of a running
+server (pg_basebackup -R, streaming replication), made and removed the same way.
 
 PostgreSQL refuses to run as root: when the tests run as root, every PostgreSQL
 command runs as the ``postgres`` OS user (``runuser``) and the directory is
@@ -25,6 +27,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, NoReturn
@@ -230,6 +233,7 @@ PRIMARY_LIMITS = (
     "max_prepared_transactions", "max_locks_per_transaction",
 )  # fmt: skip
 REPLICATION_RULE = "host replication all 127.0.0.1/32 trust"
+BACKUP_ATTEMPTS = 25
 
 
 def allow_replication(primary_url: str) -> None:
@@ -302,13 +306,7 @@ class HotStandby(PrivatePostgres):
             if self._owner is not None:
                 os.chown(self.root, self._owner.pw_uid, self._owner.pw_gid)
             os.chmod(self.root, 0o700)
-            self._run(
-                "pg_basebackup", "-D", str(self.data_dir), "-R", "-X", "stream",
-                "-c", "fast", "--no-sync",
-                "-h", str(primary.get("host") or "127.0.0.1"),
-                "-p", str(primary.get("port") or 5432),
-                "-U", str(primary.get("user") or "postgres"),
-            )  # fmt: skip
+            self._base_backup(primary)
             settings = STANDBY_SETTINGS.format(sockets=self.root) + "".join(
                 f"{name} = {value}\n" for name, value in limits.items()
             )
@@ -325,6 +323,25 @@ class HotStandby(PrivatePostgres):
             self._remove()
             raise
         return self
+
+    def _base_backup(self, primary: Mapping[str, object]) -> None:
+        """pg_basebackup -R into ``data_dir``. A replication rule just added reaches
+        the server with its reload, a moment later: until then it is retried."""
+        for attempt in range(BACKUP_ATTEMPTS):
+            try:
+                self._run(
+                    "pg_basebackup", "-D", str(self.data_dir), "-R", "-X", "stream",
+                    "-c", "fast", "--no-sync",
+                    "-h", str(primary.get("host") or "127.0.0.1"),
+                    "-p", str(primary.get("port") or 5432),
+                    "-U", str(primary.get("user") or "postgres"),
+                )  # fmt: skip
+                return
+            except RuntimeError as error:
+                if "pg_hba.conf" not in str(error) or attempt == BACKUP_ATTEMPTS - 1:
+                    raise
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+                time.sleep(0.2)
 
     def start(self) -> None:
         self._run(

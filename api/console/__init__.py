@@ -8,8 +8,9 @@ from fastapi.staticfiles import StaticFiles
 
 from idledger.api.console.directory import AppDirectory
 from idledger.api.console.pages import router
-from idledger.api.console.rendering import HERE
+from idledger.api.console.rendering import HERE, status_page
 from idledger.api.console.settings import ConsoleSettings
+from idledger.api.errors import serve_error_pages
 
 
 def install_console(app: FastAPI) -> None:
@@ -18,3 +19,4 @@ def install_console(app: FastAPI) -> None:
     app.state.console_directory = AppDirectory()  # one per app: it caches one store's apps
     app.include_router(router)
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
+    serve_error_pages(app, "/console", status_page)  # an unknown console path: an HTML 404

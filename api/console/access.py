@@ -19,7 +19,7 @@ from idledger.api.console.session import (
     organization_material,
 )
 from idledger.api.console.settings import ConsoleClosed, ConsoleSettings, signing_key
-from idledger.api.deps import RuntimeDep
+from idledger.api.deps import RuntimeDep, app_for_key, is_organization_key
 from idledger.api.runtime import Runtime
 from idledger.domain.app import App
 from idledger.domain.errors import AppNotFound
@@ -42,20 +42,16 @@ def cookie_key(request: Request, runtime: Runtime) -> bytes:
 def check_key(
     runtime: Runtime, key: bytes, app_id: str, api_key: str, lifetime: int
 ) -> Session | None:
-    """The session (of ``lifetime`` seconds) for a valid key, else None. An unknown
-    app and a wrong key are refused alike, as the API does (``api.deps.authenticated_app``);
-    an empty app id means the organization key."""
+    """The session (of ``lifetime`` seconds) for a valid key, else None: keys are
+    checked as the API checks them (an unknown app and a wrong key are refused
+    alike); an empty app id means the organization key."""
     expires_at = int(time.time()) + lifetime
     if not app_id:
-        admin_key = runtime.settings.admin_key
-        if not admin_key or not hmac.compare_digest(api_key.encode(), admin_key.encode()):
+        if not is_organization_key(runtime, api_key):
             return None
-        return Session(None, fingerprint(key, organization_material(admin_key)), expires_at)
-    try:
-        app = runtime.app(UUID(app_id))
-    except (ValueError, AppNotFound):
-        return None
-    if not app.accepts(api_key):
+        return Session(None, _fingerprint_of(runtime, key, None), expires_at)
+    app = app_for_key(runtime, app_id, api_key)
+    if app is None:
         return None
     return Session(app.id, fingerprint(key, app.api_key_hash), expires_at)
 
@@ -72,15 +68,20 @@ def signed_in(request: Request, runtime: RuntimeDep) -> Session:
 
 
 def _still_valid(runtime: Runtime, key: bytes, session: Session) -> bool:
-    if session.app_id is None:
-        admin_key = runtime.settings.admin_key
-        expected = fingerprint(key, organization_material(admin_key)) if admin_key else ""
-    else:
-        try:
-            expected = fingerprint(key, runtime.app(session.app_id).api_key_hash)
-        except AppNotFound:
-            return False
+    expected = _fingerprint_of(runtime, key, session.app_id)
     return bool(expected) and hmac.compare_digest(session.fingerprint, expected)
+
+
+def _fingerprint_of(runtime: Runtime, key: bytes, app_id: UUID | None) -> str:
+    """The fingerprint of the key as the ledger has it now ("" when there is none):
+    the app's key hash, or the organization key's."""
+    if app_id is None:
+        admin_key = runtime.settings.admin_key
+        return fingerprint(key, organization_material(admin_key)) if admin_key else ""
+    try:
+        return fingerprint(key, runtime.app(app_id).api_key_hash)
+    except AppNotFound:
+        return ""
 
 
 SignedIn = Annotated[Session, Depends(signed_in)]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from uuid import UUID
 
-from idledger.api.routes.history import MauDay
+from idledger.api.queries import MauDay
 from idledger.domain.history import OwnershipInterval
 
 WIDTH = 1000

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 from uuid import UUID
 
-from idledger.api.routes.history import user_of_app
+from idledger.api.queries import user_of_app
 from idledger.api.runtime import Runtime
 from idledger.domain.claim import token_namespace
 from idledger.domain.errors import InvalidValue, UserNotFound

@@ -23,6 +23,7 @@ from idledger.api.console.find import find
 from idledger.api.console.rendering import ConsoleError, ConsoleRoute, page
 from idledger.api.console.session import COOKIE_NAME, seal
 from idledger.api.deps import RuntimeDep
+from idledger.api.queries import MAX_VERSION
 from idledger.domain.values import check_text
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
@@ -159,7 +160,7 @@ def user(
     session: SignedIn,
     runtime: RuntimeDep,
     at: Text = None,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None,
 ) -> Response:
     app = app_of(session, runtime, app_id)
     moment = views.parse_instant(at)

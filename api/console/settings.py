@@ -17,6 +17,7 @@ class ConsoleSettings(BaseSettings):
 
     secret: str | None = Field(
         default=None,
+        min_length=MIN_SECRET_CHARS,  # refused at start-up (`serve` exits 2), not page by page
         description="Signs the console's session cookie (at least 32 characters, the same "
         "in every worker). Default: derived from IDLEDGER_ADMIN_KEY with HKDF.",
     )
@@ -33,10 +34,6 @@ def signing_key(settings: ConsoleSettings, admin_key: str | None) -> bytes:
     """The cookie-signing key: HKDF of IDLEDGER_CONSOLE_SECRET, else of the organization
     key (so changing either signs everyone out). Never the raw secret itself, so the
     organization key is not what signs cookies."""
-    if settings.secret is not None and len(settings.secret) < MIN_SECRET_CHARS:
-        raise ConsoleClosed(
-            f"IDLEDGER_CONSOLE_SECRET must be at least {MIN_SECRET_CHARS} characters"
-        )
     material = settings.secret or admin_key
     if not material:
         raise ConsoleClosed(

@@ -12,19 +12,21 @@ from uuid import UUID
 from idledger.api.console.charts import Boundary, MauChart, Segment, mau_chart, ownership_bar
 from idledger.api.console.rendering import ConsoleError
 from idledger.api.convert import subscription_out, user_out
-from idledger.api.routes.health import lag_report, readiness
-from idledger.api.routes.history import (
+from idledger.api.queries import (
     EventOut,
     MauDay,
     UserAsOf,
     event_out,
+    lag_report,
     mau_days,
+    ownership_timeline,
+    readiness,
     user_as_of_body,
     user_of_app,
 )
 from idledger.api.runtime import Runtime
 from idledger.api.schemas import SubscriptionOut, UserOut
-from idledger.domain.errors import SubscriptionNotFound, UserNotFound
+from idledger.domain.errors import UserNotFound
 from idledger.domain.history import OwnershipInterval
 from idledger.projections.dead_letters import describe, is_store_failure
 
@@ -39,16 +41,18 @@ def parse_instant(text: str | None) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(text.strip())
-    except ValueError:
+        # In UTC from here on: an instant whose UTC time falls outside years 1 to 9999
+        # (0001-01-01T00:00+01:00) overflows, and is refused here, not on the page.
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         raise ConsoleError(400, "Invalid value", BAD_INSTANT) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def picker_value(moment: datetime | None) -> str:
     """The value of a datetime-local input: UTC, to the millisecond."""
     if moment is None:
         return ""
-    utc = moment.astimezone(UTC)
+    utc = moment.astimezone(UTC)  # already UTC when parse_instant made it
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}"
 
 
@@ -81,7 +85,8 @@ class ShownEvent:
     version: int
     kind: str  # the event's name without its module: Created, TagsChanged...
     timestamp: datetime
-    cause: str
+    actor: str  # who asked: system, or an API key's app
+    cause: str  # why, when the event says (login, transfer...); else ""
     changes: list[tuple[str, str]]
 
 
@@ -141,10 +146,10 @@ def _last_version(runtime: Runtime, user_id: UUID) -> int:
 
 def _shown(event: EventOut) -> ShownEvent:
     data = dict(event.data)
-    cause = str(data.pop("cause", "") or event.actor)
+    cause = str(data.pop("cause", "") or "")
     return ShownEvent(
-        event.version, event.type.rpartition(":")[2], event.timestamp, cause,
-        [(key, _text(value)) for key, value in data.items()],
+        event.version, event.type.rpartition(":")[2], event.timestamp, event.actor, cause,
+        [(key, _text(value)) for key, value in data.items() if value is not None],
     )  # fmt: skip
 
 
@@ -191,13 +196,7 @@ class SubscriptionPage:
 def subscription_page(
     runtime: Runtime, app_id: UUID, subscription_id: str, at: datetime | None
 ) -> SubscriptionPage:
-    try:
-        sid = UUID(subscription_id)
-    except ValueError:
-        raise SubscriptionNotFound(subscription_id) from None
-    intervals = runtime.models.ownership.timeline(app_id, sid)
-    if not intervals:
-        raise SubscriptionNotFound(sid)
+    sid, intervals = ownership_timeline(runtime, app_id, subscription_id)
     current = runtime.models.profiles.subscription(app_id, sid)
     segments, boundaries = ownership_bar(intervals, datetime.now(UTC))
     owner_at = runtime.models.ownership.owner_of(app_id, sid, at) if at else None

@@ -3,29 +3,32 @@ instant and their events, and rolling 30-day MAU."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any
+from datetime import UTC, date, datetime
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel
 
 from idledger.api import examples as ex
-from idledger.api.convert import identity_of, properties_of
 from idledger.api.deps import AppId, ReaderDep, RuntimeDep
 from idledger.api.errors import ApiError
 from idledger.api.openapi_docs import errors, merge
+from idledger.api.queries import (
+    MAX_VERSION,
+    EventOut,
+    MauDay,
+    UserAsOf,
+    event_out,
+    mau_days,
+    ownership_timeline,
+    user_as_of_body,
+    user_of_app,
+)
 from idledger.api.routes.common import KEYED, PATH
-from idledger.api.routes.subscriptions import subscription_uuid
-from idledger.api.runtime import Runtime
-from idledger.api.schemas import PropertiesOut
-from idledger.domain.base import DomainEvent
-from idledger.domain.errors import SubscriptionNotFound, UserNotFound
-from idledger.domain.history import OwnershipInterval, events_of
-from idledger.domain.mapper import event_state
+from idledger.domain.history import OwnershipInterval
 
 router = APIRouter(prefix="/apps/{app_id}/idledger", tags=["idledger"])
-MAX_MAU_DAYS = 3660
 At = Annotated[AwareDatetime | None, Query(description="ISO 8601 instant with a zone")]
 
 
@@ -44,35 +47,10 @@ class Ownership(BaseModel):
     intervals: list[Interval] = []
 
 
-class UserAsOf(BaseModel):
-    onesignal_id: UUID
-    at: datetime
-    status: str  # live, retired or deleted
-    merged_into: UUID | None
-    survivor_id: UUID
-    identity: dict[str, str]
-    properties: PropertiesOut
-    subscription_ids: list[UUID]
-
-
-class EventOut(BaseModel):
-    version: int
-    type: str
-    timestamp: datetime
-    actor: str
-    data: dict[str, Any]
-
-
 class EventPage(BaseModel):
     onesignal_id: UUID
     events: list[EventOut]
     next_after: int | None
-
-
-class MauDay(BaseModel):
-    day: date
-    total: int
-    by_type: dict[str, int]
 
 
 class Mau(BaseModel):
@@ -95,27 +73,11 @@ def _interval(interval: OwnershipInterval) -> Interval:
 )
 def ownership(subscription_id: str, app_id: AppId, runtime: ReaderDep, at: At = None) -> Ownership:
     """The ownership timeline with causes, or (with ``at``) the owner at that instant."""
-    sid = subscription_uuid(subscription_id)
-    intervals = runtime.models.ownership.timeline(app_id, sid)
-    if not intervals:
-        raise SubscriptionNotFound(sid)
+    sid, intervals = ownership_timeline(runtime, app_id, subscription_id)
     if at is None:
         return Ownership(subscription_id=sid, intervals=[_interval(i) for i in intervals])
     owner = runtime.models.ownership.owner_of(app_id, sid, at)
     return Ownership(subscription_id=sid, at=at, owner_id=owner)
-
-
-def user_of_app(runtime: Runtime, app_id: UUID, onesignal_id: str) -> UUID:
-    """A user id of this app, whatever its state (deleted, retired, erased): as the log
-    has it. Another app's id is not found, as an unknown one."""
-    try:
-        user_id = UUID(onesignal_id)
-    except ValueError:
-        raise UserNotFound(onesignal_id) from None
-    first = next(events_of(runtime.ledger, user_id), None)
-    if first is None or getattr(first, "app_id", None) != app_id:
-        raise UserNotFound(user_id)
-    return user_id
 
 
 @router.get(
@@ -130,19 +92,6 @@ def user_as_of(onesignal_id: str, app_id: AppId, runtime: RuntimeDep, at: At = N
     return user_as_of_body(runtime, user_id, at or datetime.now(UTC))
 
 
-def user_as_of_body(runtime: Runtime, user_id: UUID, moment: datetime) -> UserAsOf:
-    """The user as of ``moment``, folded from the log (the console shows the same)."""
-    user = runtime.ledger.user_as_of(user_id, moment)
-    if user is None:
-        raise UserNotFound(f"{user_id} at {moment.isoformat()}")
-    status = "retired" if user.merged_into else "deleted" if user.deleted else "live"
-    return UserAsOf(
-        onesignal_id=user_id, at=moment, status=status, merged_into=user.merged_into,
-        survivor_id=runtime.ledger.survivor_of(user_id), identity=identity_of(user),
-        properties=properties_of(user), subscription_ids=sorted(user.subscriptions, key=str),
-    )  # fmt: skip
-
-
 @router.get(
     "/users/{onesignal_id}/events",
     response_model=EventPage,
@@ -152,7 +101,9 @@ def user_events(
     onesignal_id: str,
     app_id: AppId,
     runtime: RuntimeDep,
-    after: Annotated[int, Query(ge=0, description="Return events after this version")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_VERSION, description="Return events after this version")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> EventPage:
     """The user's event history, oldest first, a page at a time."""
@@ -163,16 +114,6 @@ def user_events(
     return EventPage(
         onesignal_id=user_id, events=events, next_after=events[-1].version if more else None
     )
-
-
-def event_out(event: DomainEvent[Any]) -> EventOut:
-    data = event_state(event)
-    for header in ("timestamp", "actor", "schema_version"):
-        data.pop(header, None)
-    return EventOut(
-        version=event.originator_version, type=event.TOPIC, timestamp=event.timestamp,
-        actor=event.actor, data=data,
-    )  # fmt: skip
 
 
 @router.get(
@@ -190,16 +131,3 @@ def mau(
         raise ApiError(400, "invalid-value", "give either day, or both from and to", "day")
     first = first or day or datetime.now(UTC).date()
     return Mau(app_id=app_id, days=mau_days(runtime, app_id, first, last or first))
-
-
-def mau_days(runtime: Runtime, app_id: UUID, first: date, last: date) -> list[MauDay]:
-    """Each day of ``first``..``last`` with its rolling 30-day MAU (the console's too)."""
-    if last < first or (last - first).days >= MAX_MAU_DAYS:
-        raise ApiError(400, "invalid-value", f"a range is 1 to {MAX_MAU_DAYS} days", "to")
-    counts = runtime.models.mau.mau_range(app_id, first, last)
-    days = []
-    for offset in range((last - first).days + 1):
-        current = first + timedelta(days=offset)
-        by_type = counts.get(current, {})
-        days.append(MauDay(day=current, total=sum(by_type.values()), by_type=by_type))
-    return days

@@ -90,10 +90,13 @@ class Api:
             f"{self.app}/users/by/external_id/{external_id}", headers=headers, timeout=30
         )
 
-    def replica_state(self) -> str:
+    def replica_states(self) -> list[str]:
         ready = httpx.get(f"{self.base}/ready", timeout=30).json()
-        (replica,) = ready["read_replicas"]
-        return str(replica["state"])
+        return [str(replica["state"]) for replica in ready["read_replicas"]]
+
+    def replica_state(self) -> str:
+        (state,) = self.replica_states()
+        return state
 
 
 def tag(answer: httpx.Response) -> str:
@@ -199,16 +202,17 @@ def test_a_standby_too_far_behind_is_skipped(
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_a_standby_down_from_the_start_is_waited_for(
-    postgres_env: dict[str, str], tmp_path: Path
+def test_a_standby_down_from_the_start_is_skipped_for_another(
+    running_standby: HotStandby, postgres_env: dict[str, str], tmp_path: Path
 ) -> None:
-    settings = {"IDLEDGER_READ_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/test"}
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/test"
+    settings = {"IDLEDGER_READ_URL": f"{nowhere}, {running_standby.url}"}
     with serving(store_url(postgres_env), tmp_path / "serve.log", env=settings) as base:
         api = Api(base)
-        eventually(lambda: api.replica_state() == "down", "the standby is seen down")
-        position = api.create("rr-alone")
-        for answer in (api.read("rr-alone"), api.read("rr-alone", at_least=position)):
-            assert (tag(answer), answer.headers[READ_FROM]) == ("gold", "primary")
+        eventually(lambda: api.replica_states() == ["down", "up"], "one standby down, one up")
+        position = api.create("rr-other")
+        for answer in (api.read("rr-other", at_least=position), api.read("rr-other")):
+            assert (tag(answer), answer.headers[READ_FROM]) == ("gold", "standby-2")
     assert "standby-1" in (tmp_path / "serve.log").read_text()  # said once, with the reason
 
 

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import client, settings, tenant  # noqa: F401  (fixtures)
-from tests.console.browser import BROWSER_SKIP_REASON, browser_missing
+from tests.browser import BROWSER_SKIP_REASON, browser_missing
 
 ORIGIN = "http://testserver"  # what the TestClient's requests are addressed to
 

@@ -17,13 +17,13 @@ import httpx
 import pytest
 
 from tests.api.conftest import ADMIN_KEY
+from tests.browser import browser_missing, chromium
 from tests.conftest import fresh_store, store_url
-from tests.console.browser import CHROMIUM, browser_missing
 from tests.console.conftest import FAILED
 from tests.serving import serving
 
 if TYPE_CHECKING or not browser_missing():  # else conftest leaves these tests out
-    from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+    from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 SCREENSHOTS = os.environ.get("IDLEDGER_SCREENSHOTS")
 LAPTOP = {"width": 1100, "height": 760}
@@ -102,12 +102,12 @@ def _ok(response: httpx.Response) -> None:
     assert response.is_success, response.text
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM))
+    # Module scope: Playwright's sync API runs an event loop while it is open,
+    # which would break any later test that calls asyncio.run().
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ POSTs checked for this site's Origin), escaping, and the search box's rules."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -133,6 +134,7 @@ def test_the_console_only_reads_and_its_posts_need_this_sites_origin(
     still_in = client.get(f"/console/apps/{tenant.app_id}", follow_redirects=False)
 
     assert {m for path, m in methods if path.startswith("/console/sign-")} <= {"GET", "POST"}
+    assert browsing_changes_nothing(client, tenant)
     assert {m for path, m in methods if not path.startswith("/console/sign-")} <= {"GET", "HEAD"}
     assert cross_site.status_code == no_origin.status_code == forced_out.status_code == 403
     assert "set-cookie" not in cross_site.headers
@@ -223,19 +225,21 @@ def test_the_mau_csv_has_the_apis_numbers(client: TestClient, tenant: Tenant) ->
     _person(tenant, "active")
     assert tenant.patch("/users/by/external_id/active",
                         {"deltas": {"session_count": 1}}).status_code == 202  # fmt: skip
-    today = time.strftime("%Y-%m-%d", time.gmtime())
-    api = tenant.get("/idledger/mau", params={"from": "2026-01-01", "to": today}).json()
+    today = datetime.now(UTC).date()
+    first = (today - timedelta(days=40)).isoformat()  # whatever today is
+    api = tenant.get("/idledger/mau", params={"from": first, "to": today.isoformat()}).json()
     sign_in(client, tenant.app_id, tenant.api_key)
 
     csv = client.get(f"/console/apps/{tenant.app_id}/mau.csv",
-                     params={"from": "2026-01-01", "to": today})  # fmt: skip
+                     params={"from": first, "to": today.isoformat()})  # fmt: skip
     backwards = client.get(f"/console/apps/{tenant.app_id}/mau",
-                           params={"from": today, "to": "2026-01-01"})  # fmt: skip
+                           params={"from": today.isoformat(), "to": first})  # fmt: skip
 
     header, *rows = csv.text.splitlines()
     assert header == "day,total,iOSPush"
     assert rows == [f"{d['day']},{d['total']},{d['by_type'].get('iOSPush', 0)}"
                     for d in api["days"]]  # fmt: skip
+    assert len(rows) == 41
     assert rows[-1] == f"{today},1,1"
     assert csv.headers["content-disposition"].startswith("attachment;")
     assert backwards.status_code == 400
@@ -274,3 +278,36 @@ def test_signing_in_returns_to_the_page_asked_for_and_nowhere_else(
     for elsewhere in ("https://evil.example/", "//evil.example/console", "/console//evil.example",
                       "/console/\\evil.example", "/elsewhere"):  # fmt: skip
         assert lands(elsewhere) == "/console"
+
+
+def _positions(client: TestClient) -> tuple[int, dict[str, int]]:
+    """The log head and each read model's position, once the read models have caught up."""
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while any(lag.events for lag in runtime.models.lag().values()):
+        assert time.monotonic() < deadline, "the read models did not catch up"
+        time.sleep(0.05)
+    followers = runtime.models.followers
+    head = runtime.ledger.recorder.max_notification_id() or 0
+    return head, {name: follower.view.position() for name, follower in followers.items()}
+
+
+def browsing_changes_nothing(client: TestClient, tenant: Tenant) -> bool:
+    """Every console page, each way it can be asked for, leaves the log head and the
+    read models' positions as they were."""
+    alice = _person(tenant, "browse-alice")
+    user_id, push = alice["identity"]["onesignal_id"], alice["subscriptions"][0]["id"]
+    base = f"/console/apps/{tenant.app_id}"
+    before = _positions(client)
+    at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")  # no zone: UTC
+    pages = ["/console", "/console/sign-in", base, f"{base}/find?q=browse-alice",
+             f"{base}/find?q=apns-browse-alice", f"{base}/users/{user_id}",
+             f"{base}/users/{user_id}?at={at}", f"{base}/users/{user_id}?before=1",
+             f"{base}/subscriptions/{push}", f"{base}/subscriptions/{push}?at={at}",
+             f"{base}/mau", f"{base}/mau.csv", f"{base}/users/{UUID(int=5)}"]  # fmt: skip
+    for path in pages:
+        assert client.get(path).status_code in (200, 404), path
+    sign_in(client, "", ADMIN_KEY)
+    assert client.get("/console/apps").status_code == 200
+    sign_in(client, tenant.app_id, tenant.api_key)
+    return _positions(client) == before

@@ -7,9 +7,13 @@ real executable (and typer's runner where many verbs are checked)."""
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -26,12 +30,14 @@ from tests.serving import free_port
 UNKNOWN = str(uuid.UUID(int=7))
 
 
-def idledger(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+def idledger(
+    *args: str, timeout: float = 120, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
     """The real executable, as a person runs it (80 columns, nothing configured
-    but the keys a PostgreSQL store needs)."""
+    but the keys a PostgreSQL store needs); ``timeout`` fails the test."""
     return subprocess.run(
         [str(Path(sys.executable).with_name("idledger")), *args],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True, text=True, timeout=timeout, check=False,
         env={"PATH": "/usr/bin:/bin", "COLUMNS": "80", "IDLEDGER_INDEX_KEY": INDEX_KEY.hex(),
              "IDLEDGER_MASTER_KEY": os.environ["IDLEDGER_MASTER_KEY"], **extra_env},
     )  # fmt: skip
@@ -139,6 +145,54 @@ def test_an_unreachable_postgresql_is_one_line_naming_it_without_its_password() 
     assert line.startswith("idledger project: the store (schema 's' of PostgreSQL 127.0.0.1:")
     assert "did not answer" in line
     assert "hunter2" not in line
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts TCP connections (the kernel completes them) and never
+    says a word: a hung server or a firewall that swallows packets, not one that
+    refuses at once."""
+    with socket.create_server(("127.0.0.1", 0), backlog=128) as listener:
+        yield listener.getsockname()[1]
+
+
+def test_a_postgresql_that_never_answers_fails_a_verb_with_one_line(silent_port: int) -> None:
+    silent = f"postgresql://operator:hunter2@127.0.0.1:{silent_port}/ledger"
+    began = time.monotonic()
+
+    result = idledger("verify", "--store-url", silent, timeout=20)  # not minutes
+
+    print(f"\nverify gave up after {time.monotonic() - began:.1f} s")  # README's figure
+    assert result.returncode == 1
+    line = one_line(result)
+    assert line.startswith("idledger verify: the store (schema 'public' of PostgreSQL 127.0.0.1:")
+    assert line.endswith("did not answer: ConnectionTimeout: connection timeout expired")
+    assert "hunter2" not in line
+
+
+def test_serve_retries_a_silent_postgresql_within_its_startup_timeout(silent_port: int) -> None:
+    silent = f"postgresql://operator:hunter2@127.0.0.1:{silent_port}/ledger"
+    began = time.monotonic()
+
+    # Before each attempt was bounded, one attempt took 18 s: no retry, and the
+    # process outlived this timeout.
+    result = idledger(
+        "serve", "--port", str(free_port()), "--store-url", silent, timeout=20,
+        IDLEDGER_STARTUP_TIMEOUT="5", IDLEDGER_ADMIN_KEY="k" * 32,
+    )  # fmt: skip
+
+    print(f"\nserve (IDLEDGER_STARTUP_TIMEOUT=5) gave up after {time.monotonic() - began:.1f} s")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output
+    assert "hunter2" not in output
+    retries = re.findall(r"event store unreachable \(ConnectionTimeout: [^)]*\); retrying", output)
+    assert len(retries) >= 1, output  # several attempts fit in the 5 s
+    assert (
+        f"idledger serve: the event store (PostgreSQL at 127.0.0.1:{silent_port}/ledger) is "
+        "unreachable: ConnectionTimeout: connection timeout expired\n" in output
+    ), output
+    assert "idledger on http" not in output
 
 
 def test_project_takes_the_store_url(store: dict[str, str], ledger: Ledger) -> None:

@@ -11,13 +11,20 @@ import pty
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from uuid import UUID
 
+import pytest
+
 from idledger.domain.app import App
 from idledger.domain.ledger import Ledger
+from idledger.projections.engine import READ_MODELS
+from idledger.projections.service import ReadModels
+from idledger.replay.transfer import export_lines
+from idledger.replay.verb_support import opened_log
 from tests.conftest import INDEX_KEY, store_url
-from tests.helpers import ios
+from tests.helpers import caught_up, ios
 from tests.integration.test_cli_errors import idledger
 
 LONG_ID = "customer-" + "x" * 110  # far wider than an 80-column terminal
@@ -101,30 +108,68 @@ def on_a_terminal(*args: str, stdout_to: Path) -> tuple[int, str]:
     return code, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode(errors="replace"))  # colours
 
 
-def test_progress_on_a_terminal_has_whole_rates_and_stays_out_of_the_data(
-    sqlite_env: dict[str, str], tmp_path: Path
-) -> None:
+@pytest.fixture
+def thirty_users(sqlite_env: dict[str, str]) -> tuple[dict[str, str], UUID, int]:
+    """A SQLite store with 30 users and its read models caught up: the store's
+    environment, its app and how many events its log holds."""
     ledger = Ledger(sqlite_env, index_key=INDEX_KEY)
     app_id = ledger.create_app("a").app_id
     for number in range(30):
         ledger.create_user(app_id, external_id=f"u{number}", subscriptions=[ios(f"t{number}")])
-    events = ledger.recorder.max_notification_id()
+    events = ledger.recorder.max_notification_id() or 0
     ledger.close()
-    url = ["--store-url", store_url(sqlite_env)]
+    caught_up(ReadModels(sqlite_env)).close()
+    return sqlite_env, app_id, events
 
-    replayed, replay_bar = on_a_terminal("replay", *url, stdout_to=tmp_path / "replay.out")
-    exported, export_bar = on_a_terminal("export", *url, stdout_to=tmp_path / "events.jsonl")
 
-    assert replayed == 0, replay_bar
-    assert re.search(rf"{events}/{events} +100% +[\d,]+ ev/s", replay_bar), replay_bar
-    assert "None" not in replay_bar
-    assert not re.search(r"\d\.\d+ ev/s", replay_bar)
-    assert "replayed" in (tmp_path / "replay.out").read_text()
-    assert exported == 0, export_bar
-    assert re.search(r"[\d,]+ ev/s", export_bar)
-    lines = (tmp_path / "events.jsonl").read_text().splitlines()
-    assert all(line.startswith("{") for line in lines)  # only the export, no bar
-    assert len(lines) == (events or 0) + 2
+# Each verb that draws progress: its arguments (after the verb) and the bars that
+# must end full, as (description, total given the log's event count, unit).
+ALL: Callable[[int], int] = lambda events: events  # noqa: E731
+PROGRESS: dict[str, tuple[list[str], list[tuple[str, Callable[[int], int], str]]]] = {
+    "replay": ([], [("", ALL, "ev")]),
+    "verify": ([], [("verifying", lambda events: len(READ_MODELS) * events, "ev")]),
+    "export": ([], [("export", ALL, "ev")]),
+    "import": (["{export}"], [("import: checking", ALL, "lines"),
+                              ("import: writing", ALL, "ev")]),
+    "import-csv": (["--app", "{app}", "{csv}"],
+                   [("import-csv: check, then write", lambda _: 2 * 20, "rows")]),
+    "seal": ([], [("seal", ALL, "ev")]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("verb", PROGRESS)
+def test_progress_on_a_terminal_ends_full_with_whole_rates_and_stays_out_of_the_data(
+    verb: str, thirty_users: tuple[dict[str, str], UUID, int], tmp_path: Path
+) -> None:
+    env, app_id, events = thirty_users
+    export = tmp_path / "events.jsonl"
+    with opened_log(env) as log:
+        export.write_text("".join(f"{line}\n" for line in export_lines(log, index_key=INDEX_KEY)))
+    csv = tmp_path / "users.csv"
+    csv.write_text("external_id\n" + "".join(f"csv{number}\n" for number in range(20)))
+    # import makes a new store; every other verb works on the one with 30 users
+    target = f"sqlite:///{tmp_path / 'imported.db'}" if verb == "import" else store_url(env)
+    names = {"export": str(export), "app": str(app_id), "csv": str(csv)}
+    arguments, bars = PROGRESS[verb]
+
+    code, shown = on_a_terminal(
+        verb, *(argument.format(**names) for argument in arguments), "--store-url", target,
+        stdout_to=tmp_path / "stdout",
+    )  # fmt: skip
+
+    assert code == 0, shown
+    for description, total, unit in bars:
+        done = total(events)
+        full = rf"{re.escape(description)}[^\r\n]*? {done}/{done} +100% +[\d,]+ {unit}/s"
+        assert re.search(full, shown), f"no full bar {full!r} in:\n{shown}"
+    assert "None" not in shown
+    assert not re.search(r"\d\.\d+ \w+/s", shown)  # whole-number rates
+    output = (tmp_path / "stdout").read_text()
+    assert "━" not in output  # no bar in the data
+    if verb == "export":
+        lines = output.splitlines()
+        assert all(line.startswith("{") for line in lines)
+        assert len(lines) == events + 2
 
 
 def test_a_closed_pipe_ends_an_export_quietly(sqlite_env: dict[str, str]) -> None:

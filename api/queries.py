@@ -1,0 +1,156 @@
+"""Reads that the API's routes and the console share, so that a page shows what
+the matching endpoint answers: a user of an app in any state, a user as of an
+instant, its events, a subscription's ownership timeline, rolling MAU, and the
+figures of ``/ready`` and ``/lag``."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel
+
+from idledger.api.convert import identity_of, properties_of
+from idledger.api.errors import ApiError
+from idledger.api.lookup import segment
+from idledger.api.runtime import Runtime
+from idledger.api.schemas import PropertiesOut
+from idledger.domain.base import DomainEvent
+from idledger.domain.errors import SubscriptionNotFound, UserNotFound
+from idledger.domain.history import OwnershipInterval, events_of
+from idledger.domain.mapper import event_state
+from idledger.projections.dead_letters import describe, is_store_failure
+
+MAX_MAU_DAYS = 3660
+MAX_VERSION = 2**63 - 1  # the stores' largest integer: a larger one overflows SQLite
+
+
+class UserAsOf(BaseModel):
+    onesignal_id: UUID
+    at: datetime
+    status: str  # live, retired or deleted
+    merged_into: UUID | None
+    survivor_id: UUID
+    identity: dict[str, str]
+    properties: PropertiesOut
+    subscription_ids: list[UUID]
+
+
+class EventOut(BaseModel):
+    version: int
+    type: str
+    timestamp: datetime
+    actor: str
+    data: dict[str, Any]
+
+
+class MauDay(BaseModel):
+    day: date
+    total: int
+    by_type: dict[str, int]
+
+
+def user_of_app(runtime: Runtime, app_id: UUID, onesignal_id: str) -> UUID:
+    """A user id of this app, whatever its state (deleted, retired, erased): as the log
+    has it. Another app's id is not found, as an unknown one."""
+    try:
+        user_id = UUID(onesignal_id)
+    except ValueError:
+        raise UserNotFound(onesignal_id) from None
+    first = next(events_of(runtime.ledger, user_id), None)
+    if first is None or getattr(first, "app_id", None) != app_id:
+        raise UserNotFound(user_id)
+    return user_id
+
+
+def user_as_of_body(runtime: Runtime, user_id: UUID, moment: datetime) -> UserAsOf:
+    """The user as of ``moment``, folded from the log."""
+    user = runtime.ledger.user_as_of(user_id, moment)
+    if user is None:
+        raise UserNotFound(f"{user_id} at {moment.isoformat()}")
+    status = "retired" if user.merged_into else "deleted" if user.deleted else "live"
+    return UserAsOf(
+        onesignal_id=user_id, at=moment, status=status, merged_into=user.merged_into,
+        survivor_id=runtime.ledger.survivor_of(user_id), identity=identity_of(user),
+        properties=properties_of(user), subscription_ids=sorted(user.subscriptions, key=str),
+    )  # fmt: skip
+
+
+def event_out(event: DomainEvent[Any]) -> EventOut:
+    data = event_state(event)
+    for header in ("timestamp", "actor", "schema_version"):
+        data.pop(header, None)
+    return EventOut(
+        version=event.originator_version, type=event.TOPIC, timestamp=event.timestamp,
+        actor=event.actor, data=data,
+    )  # fmt: skip
+
+
+def ownership_timeline(
+    runtime: Runtime, app_id: UUID, subscription_id: str
+) -> tuple[UUID, list[OwnershipInterval]]:
+    """The subscription (a path segment) and its ownership intervals; not found when
+    the segment is no UUID or the subscription has no interval in this app."""
+    try:
+        sid = UUID(segment(subscription_id))
+    except ValueError:
+        raise SubscriptionNotFound(subscription_id) from None
+    intervals = runtime.models.ownership.timeline(app_id, sid)
+    if not intervals:
+        raise SubscriptionNotFound(sid)
+    return sid, intervals
+
+
+def mau_days(runtime: Runtime, app_id: UUID, first: date, last: date) -> list[MauDay]:
+    """Each day of ``first``..``last`` with its rolling 30-day MAU."""
+    if last < first or (last - first).days >= MAX_MAU_DAYS:
+        raise ApiError(400, "invalid-value", f"a range is 1 to {MAX_MAU_DAYS} days", "to")
+    counts = runtime.models.mau.mau_range(app_id, first, last)
+    days = []
+    for offset in range((last - first).days + 1):
+        current = first + timedelta(days=offset)
+        by_type = counts.get(current, {})
+        days.append(MauDay(day=current, total=sum(by_type.values()), by_type=by_type))
+    return days
+
+
+def readiness(runtime: Runtime) -> tuple[int, dict[str, Any]]:
+    """The status code and body of ``/ready``."""
+    if not runtime.gate.is_open:
+        return _not_ready([f"event store unreachable: {runtime.gate.reason}"])
+    try:
+        head = runtime.ledger.recorder.max_notification_id() or 0
+        dead_letters = runtime.models.dead_letters()
+    except Exception as error:  # the store is down: say so, do not 500
+        if is_store_failure(error):
+            runtime.gate.trip(error)
+        return _not_ready([f"event store unreachable: {describe(error)}"])
+    problems = []
+    projector = runtime.projector
+    if projector is not None and projector.error is not None:
+        problems.append(f"projector interrupted: {describe(projector.error)}")
+    body: dict[str, Any] = {
+        "status": "ready" if not problems else "degraded",
+        "log_head": head,
+        "dead_letters": dead_letters,
+        "problems": problems,
+    }
+    if runtime.replicas is not None:  # a standby down or behind is skipped, not a problem
+        body["read_replicas"] = runtime.replicas.status()
+    return (200, body) if not problems else _not_ready(problems, body)
+
+
+def _not_ready(
+    problems: list[str], body: dict[str, Any] | None = None
+) -> tuple[int, dict[str, Any]]:
+    return 503, body or {"status": "unavailable", "problems": problems}
+
+
+def lag_report(runtime: Runtime) -> dict[str, dict[str, int | float]]:
+    """The body of ``/lag``: per read model, events behind, their age, dead letters."""
+    dead_letters = runtime.models.dead_letters()
+    return {
+        name: {"events": lag.events, "seconds": lag.seconds, "dead_letters": dead_letters[name]}
+        for name, lag in runtime.models.lag().items()
+    }
