@@ -132,6 +132,7 @@ class Projector:
         # Up to here a catch-up found no read model holding any dead letter: a
         # writer of events before it need not ask whether one was set aside.
         self._clean_through = 0
+        self._standing_by = False  # another runner projects the read models now
 
     def acquire(self, wait: float = 0.0) -> None:
         try:
@@ -155,7 +156,7 @@ class Projector:
         # Woken again for events already projected (a NOTIFY after the nudge):
         # nothing to read, and no position to ask each read model for.
         done = catch_up_together(followers) if head > self._projected else 0
-        self.error, self._pause = None, RETRY_FIRST_PAUSE
+        self.error, self._pause, self._standing_by = None, RETRY_FIRST_PAUSE, False
         held = any(follower.held() for follower in followers)  # read once, then kept
         with self._caught_up:
             self._clean_through = 0 if held else head
@@ -185,7 +186,10 @@ class Projector:
                 if remaining <= 0:
                     break
                 woken = self._caught_up.wait(min(remaining, STANDBY_CHECK))
-            if not woken and self.models.wait_for(position, 0.0):
+            # Not projecting now (an outage, or another runner has the read models):
+            # their own positions say whether the write is in.
+            elsewhere = self.error is not None or self._standing_by
+            if not woken and elsewhere and self.models.wait_for(position, 0.0):
                 return True
         return self.models.wait_for(position, 0.0)
 
@@ -263,7 +267,7 @@ class Projector:
             try:
                 self.follow()
             except ProjectionBusy:  # another runner took over while we were cut off
-                self.error = None
+                self.error, self._standing_by = None, True
                 log.info("read models are projected by another runner; standing by")
                 self._stop.wait(STANDBY_PAUSE)
             except Exception as error:

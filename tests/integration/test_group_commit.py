@@ -23,6 +23,7 @@ from idledger.domain.group_commit import GroupCommitSettings, Member
 from idledger.domain.ledger import Ledger
 from idledger.domain.unit_of_work import first_written, start_writing
 from idledger.domain.values import SubscriptionSpec, SubscriptionType
+from idledger.replay.csv_import import import_csv
 from tests.conftest import INDEX_KEY
 
 T = TypeVar("T")
@@ -244,6 +245,38 @@ def test_group_commit_off_commits_each_command_alone(
             r.user_id  # type: ignore[union-attr]
             for r in results
         }
+    finally:
+        ledger.close()
+
+
+def test_a_csv_import_writes_independent_rows_together_and_repeats_in_order(
+    store: dict[str, str],
+) -> None:
+    """On PostgreSQL rows naming no identity in common are written at once (their
+    commits grouped); a row repeating an earlier external_id still updates the
+    user the earlier row made, and every event carries the import's actor."""
+    ledger = Ledger(store, index_key=INDEX_KEY, group_commit=WINDOW)
+    try:
+        app_id = ledger.create_app("csv").app_id
+        rows = ["external_id,email,tag:n\r\n"]
+        rows += [f"p{n},p{n}@example.com,{n}\r\n" for n in range(40)]
+        rows += ["p3,,again\r\n", "p39,,again\r\n"]
+        report = import_csv(ledger, app_id, rows, "people.csv")
+
+        assert (report.created, report.updated, report.rejected) == (40, 2, [])
+        view = ledger.read(app_id)
+        for n in range(40):
+            user = view.user(view.holder(EXTERNAL_ID_NAMESPACE, f"p{n}"))  # type: ignore[arg-type]
+            assert user.tags == {"n": "again" if n in (3, 39) else str(n)}
+            assert len(user.subscriptions) == 1
+        actors = {
+            event.actor  # type: ignore[attr-defined]
+            for notification in ledger.recorder.select_notifications(start=2, limit=1000)
+            for event in [ledger.mapper.to_domain_event(notification)]
+        }
+        assert actors == {"import:csv:people.csv"}
+        if "POSTGRES_SCHEMA" in store:  # written in waves: fewer transactions than rows
+            assert ledger.group_commit.batches < 42
     finally:
         ledger.close()
 
