@@ -28,6 +28,7 @@ from eventsourcing.persistence import (
     Recording,
 )
 from eventsourcing.utils import Environment, get_topic
+from psycopg_pool import PoolTimeout
 
 from idledger.domain.app import App, new_api_key
 from idledger.domain.base import Aggregate, DomainEvent
@@ -206,7 +207,41 @@ def bound_pool_wait(recorder: R, env: Mapping[str, str]) -> R:
         connect_timeout = env.get("POSTGRES_CONNECT_TIMEOUT")
         if connect_timeout and isinstance(getattr(pool, "kwargs", None), dict):
             pool.kwargs["connect_timeout"] = connect_timeout
+        _patient_while_busy(pool, float(connect_timeout or DEFAULT_BUSY_WAIT))
     return recorder
+
+
+DEFAULT_BUSY_WAIT = 3.0
+RECENT_FAILURE_SECONDS = 10.0
+FAILURE_STATS = ("connections_errors", "connections_lost", "returns_bad")
+
+
+def _patient_while_busy(pool: Any, busy_wait: float) -> None:
+    """A short wait must not turn a busy pool into an outage. When a burst of
+    requests has every connection at work and none has failed lately, the server
+    is answering: a caller that timed out waits once more, up to ``busy_wait``.
+    A pool whose connections fail (or that holds none) still fails fast."""
+    quick = pool.getconn
+    seen = {"failures": 0, "at": -RECENT_FAILURE_SECONDS}
+
+    def failing_lately() -> bool:
+        stats = pool.get_stats()
+        failures = sum(stats.get(name, 0) for name in FAILURE_STATS)
+        if failures != seen["failures"]:
+            seen["failures"], seen["at"] = failures, time.monotonic()
+        return not stats.get("pool_size") or (
+            time.monotonic() - seen["at"] < RECENT_FAILURE_SECONDS
+        )
+
+    def getconn(timeout: float | None = None) -> Any:
+        try:
+            return quick(timeout)
+        except PoolTimeout:
+            if failing_lately():
+                raise
+            return quick(busy_wait)
+
+    pool.getconn = getconn
 
 
 def _retrying_ddl(construct: Callable[[], T]) -> T:
