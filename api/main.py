@@ -17,7 +17,7 @@ from idledger.api.openapi_docs import install_docs
 from idledger.api.paths import BodyLimit, RawPathRouting
 from idledger.api.routes import apps, devices, health, history, subscriptions, users
 from idledger.api.runtime import Runtime
-from idledger.api.settings import Settings
+from idledger.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -15,19 +15,19 @@ import psycopg
 from idledger.api.errors import unavailable
 from idledger.api.outage import StoreGate
 from idledger.api.read_replicas import ReadReplicas, tell_position
-from idledger.api.settings import (
-    CONNECT_TIMEOUT_SECONDS,
-    Settings,
-    open_ledger,
-    read_store_envs,
-    store_env,
-)
 from idledger.domain.app import App
 from idledger.domain.ledger import Ledger
 from idledger.domain.unit_of_work import first_written
 from idledger.projections.dead_letters import describe, is_store_failure
 from idledger.projections.lock import ProjectionBusy, postgres_conninfo
 from idledger.projections.service import Projector, ReadModels
+from idledger.settings import (
+    CONNECT_TIMEOUT_SECONDS,
+    Settings,
+    open_ledger,
+    read_store_envs,
+    store_env,
+)
 
 log = logging.getLogger(__name__)
 

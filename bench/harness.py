@@ -17,8 +17,8 @@ from pathlib import Path
 
 import psycopg
 
-from idledger.api.settings import store_env
 from idledger.domain.ledger import Ledger
+from idledger.settings import store_env
 
 POSTGRES_URL = os.environ.get(
     "IDLEDGER_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"

@@ -19,12 +19,11 @@ from rich.console import Console
 
 from idledger.api.access_log import ENV_VAR as ACCESS_LOG_VAR
 from idledger.api.console.settings import ConsoleSettings
-from idledger.api.demo import run_login_scenario
 from idledger.api.log_setup import LogSettingsError, logging_config
 from idledger.api.metrics import metrics_enabled, worker_metrics_dir
 from idledger.api.runtime import StoreUnreachable, check_store
-from idledger.api.settings import Settings, SettingsError, open_ledger, store_env
 from idledger.api.switches import switch
+from idledger.demo import run_login_scenario
 from idledger.domain.keystore import MasterKeyMissing
 from idledger.domain.ledger import Ledger
 from idledger.domain.user import User
@@ -41,6 +40,7 @@ from idledger.replay.verb_support import (
     say,
     show_table,
 )
+from idledger.settings import Settings, SettingsError, open_ledger, store_env
 
 app = typer.Typer(
     cls=Verbs, help="idledger: an event-sourced identity ledger.", no_args_is_help=True

@@ -45,9 +45,9 @@ from urllib.parse import quote, urlparse
 import psycopg
 from psycopg import sql
 
-from idledger.api.settings import SettingsError, store_env
 from idledger.projections.engine import READ_MODELS, is_sqlite, view_env
 from idledger.projections.lock import postgres_conninfo
+from idledger.settings import SettingsError, store_env
 
 FORMAT = "idledger-backup/1"
 MANIFEST = "manifest.json"

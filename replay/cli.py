@@ -14,7 +14,6 @@ from uuid import UUID
 
 import typer
 
-from idledger.api.settings import Settings, resolve_index_key, store_env
 from idledger.projections.engine import READ_MODELS
 from idledger.projections.service import ReadModels
 from idledger.replay.apps_cli import apps
@@ -44,6 +43,7 @@ from idledger.replay.verb_support import (
     show_table,
     store_environment,
 )
+from idledger.settings import Settings, resolve_index_key, store_env
 
 At = Annotated[datetime | None, typer.Option(help="An instant, ISO 8601 (UTC if no zone).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]

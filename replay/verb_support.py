@@ -39,7 +39,6 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from idledger.api.settings import Settings, SettingsError, open_ledger, sqlite_file, store_env
 from idledger.api.switches import SwitchError
 from idledger.domain.errors import LedgerError
 from idledger.domain.keystore import MasterKeyMissing
@@ -48,6 +47,7 @@ from idledger.domain.service import LedgerLog
 from idledger.projections.dead_letters import describe, is_store_failure
 from idledger.projections.engine import view_env
 from idledger.projections.lock import ProjectionBusy, RunnerLock, postgres_conninfo
+from idledger.settings import Settings, SettingsError, open_ledger, sqlite_file, store_env
 
 STORE_URL_HELP = (
     "The store: sqlite:///path.db or postgresql://user:pw@host:port/db?schema=name "

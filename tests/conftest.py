@@ -16,8 +16,8 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, settings
 
-from idledger.api.settings import store_env
 from idledger.domain.ledger import Ledger
+from idledger.settings import store_env
 
 POSTGRES_URL = os.environ.get("IDLEDGER_TEST_POSTGRES", "")
 POSTGRES_SKIP_REASON = (

@@ -103,7 +103,7 @@ def test_it_installs_beside_another_top_level_api(wheel: Path, scratch: Path) ->
     probe = """
 import json, api
 from idledger.api.main import create_app
-from idledger.api.settings import Settings
+from idledger.settings import Settings
 from starlette.testclient import TestClient
 import idledger.api.main as main
 app = create_app(Settings(store_url="sqlite:///unused.db", index_key="00" * 32, admin_key="k"))

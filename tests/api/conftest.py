@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from idledger.api.main import create_app
-from idledger.api.settings import Settings
+from idledger.settings import Settings
 from tests.conftest import INDEX_KEY, store_url
 
 ADMIN_KEY = "test-organization-key"

@@ -10,8 +10,8 @@ import psycopg
 from fastapi.testclient import TestClient
 
 from idledger.api.main import create_app
-from idledger.api.settings import Settings
 from idledger.projections.lock import postgres_conninfo
+from idledger.settings import Settings
 from tests.api.conftest import ADMIN_KEY, Tenant, new_tenant
 from tests.conftest import INDEX_KEY, store_url
 

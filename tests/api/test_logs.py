@@ -25,7 +25,7 @@ from starlette.types import Message, Receive, Scope, Send
 from idledger.api.access_log import RequestTelemetry
 from idledger.api.log_setup import HumanFormatter, JsonFormatter
 from idledger.api.main import create_app
-from idledger.api.settings import Settings
+from idledger.settings import Settings
 from tests.api.conftest import ADMIN_KEY
 from tests.conftest import INDEX_KEY, store_url
 from tests.serving import free_port

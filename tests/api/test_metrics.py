@@ -18,10 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from idledger.api import metrics
 from idledger.api.main import create_app
 from idledger.api.metrics import LedgerCounts
-from idledger.api.settings import Settings
 from idledger.domain.ledger import Ledger
 from idledger.domain.unit_of_work import UnitOfWork
 from idledger.domain.user import User
+from idledger.settings import Settings
 from tests.api.conftest import ADMIN_KEY
 from tests.conftest import INDEX_KEY, FakeClock, store_url
 from tests.serving import serving

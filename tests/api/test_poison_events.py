@@ -15,8 +15,8 @@ import psycopg
 from eventsourcing.persistence import StoredEvent
 from fastapi.testclient import TestClient
 
-from idledger.api.settings import Settings
 from idledger.domain.ledger import Ledger
+from idledger.settings import Settings
 from tests.api.conftest import Tenant, new_tenant
 from tests.conftest import INDEX_KEY, store_url
 

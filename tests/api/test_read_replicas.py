@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from idledger.api.settings import Settings, SettingsError, read_store_envs
+from idledger.settings import Settings, SettingsError, read_store_envs
 from tests.api.conftest import ADMIN_KEY, Tenant
 from tests.conftest import POSTGRES_URL, store_url
 from tests.private_postgres import HotStandby, free_port

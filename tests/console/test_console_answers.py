@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 from idledger.api.console.rendering import ConsoleRoute, as_console_error
 from idledger.api.log_setup import JsonFormatter
 from idledger.api.main import create_app
-from idledger.api.settings import Settings
 from idledger.domain.errors import AliasConflict
+from idledger.settings import Settings
 from tests.api.conftest import ADMIN_KEY, Tenant
 from tests.console.conftest import sign_in
 

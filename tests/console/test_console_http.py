@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from idledger.api.console.session import COOKIE_NAME, Session, fingerprint, seal
 from idledger.api.console.settings import ConsoleSettings, signing_key
 from idledger.api.main import create_app
-from idledger.api.settings import Settings
+from idledger.settings import Settings
 from tests.api.conftest import ADMIN_KEY, Tenant, new_tenant
 from tests.console.conftest import ORIGIN, sign_in
 

@@ -14,8 +14,8 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from idledger.api.settings import store_env
 from idledger.domain.ledger import Ledger
+from idledger.settings import store_env
 from tests.conftest import INDEX_KEY
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "csv"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from idledger.api.settings import Settings, SettingsError, resolve_index_key, store_env
+from idledger.settings import Settings, SettingsError, resolve_index_key, store_env
 
 
 def test_sqlite_urls_name_a_file(tmp_path: Path) -> None:
