@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STORE_URL ?= sqlite:///var/idledger.db
 PORT ?= 8000
+# Test processes: most tests wait on servers, browsers and PostgreSQL, so two
+# processes halve the wall time on two cores (each test has its own store and port).
+TEST_JOBS ?= 2
 
 .PHONY: run test test-fast lint fmt clean bench bench-quick
 
@@ -26,10 +29,10 @@ run: $(VENV)/.installed
 	$(BIN)/idledger serve --store-url $(STORE_URL) --port $(PORT)
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_JOBS)
 
 test-fast: lint
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -n $(TEST_JOBS) -m "not slow"
 
 # Benchmarks (not part of `make test`): write BENCHMARKS.md. PostgreSQL must be up;
 # wrk (Debian's package) is installed if missing, for the HTTP lookups.

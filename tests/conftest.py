@@ -62,6 +62,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     left_out = terminalreporter.config.stash.get(_LEFT_OUT, 0)
     if left_out:
         terminalreporter.write_line(f"{POSTGRES_SKIP_REASON} ({left_out} tests)", yellow=True)
+    elif not POSTGRES_URL and distributed(terminalreporter.config):
+        terminalreporter.write_line(POSTGRES_SKIP_REASON, yellow=True)
+
+
+def distributed(config: pytest.Config) -> bool:
+    """Run by pytest-xdist (`make test`): the workers collect and leave tests out,
+    so this process cannot count them, only say that they were."""
+    return config.pluginmanager.hasplugin("dsession")
 
 
 _LEFT_OUT = pytest.StashKey[int]()

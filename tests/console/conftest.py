@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from tests.api.conftest import client, settings, tenant  # noqa: F401  (fixtures)
 from tests.browser import BROWSER_SKIP_REASON, browser_missing
+from tests.conftest import distributed
 
 ORIGIN = "http://testserver"  # what the TestClient's requests are addressed to
 
@@ -45,6 +46,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     left_out = terminalreporter.config.stash.get(_LEFT_OUT, 0)
     if left_out:
         terminalreporter.write_line(f"{BROWSER_SKIP_REASON} ({left_out} tests)", yellow=True)
+    elif browser_missing() and distributed(terminalreporter.config):
+        terminalreporter.write_line(BROWSER_SKIP_REASON, yellow=True)
 
 
 _LEFT_OUT = pytest.StashKey[int]()
