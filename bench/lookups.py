@@ -25,6 +25,7 @@ from bench.harness import INDEX_KEY, Row, fresh_store, ledger_for
 from bench.synth import BatchWriter, identified_user
 from idledger.domain.ledger import Ledger
 from idledger.projections.service import Projector, ReadModels
+from idledger.projections.sql import Row as StoredRow
 from idledger.replay.rebuild import REBUILD_PAGE_SIZE
 
 P99_GOAL_MS = 5.0
@@ -149,6 +150,25 @@ def ladder(url: str, app_id: UUID, ids: list[str], users: int, workers: int,
             os.unlink(script.name)
 
 
+def seeded_users(env: dict[str, str], users: int) -> tuple[UUID, list[str], StoredRow | None]:
+    """``users`` synthetic users written to the store and projected into its read
+    models: the app id, the users' ids, and the profiles' count row."""
+    ledger = ledger_for(env)
+    try:
+        app_id, ids = synthesize_users(ledger, users)
+    finally:
+        ledger.close()
+    models = ReadModels(env, page_size=REBUILD_PAGE_SIZE)
+    try:
+        projector = Projector(models)
+        projector.run_once()
+        projector.release()
+        stored = models.profiles.one("SELECT COUNT(*) AS n FROM {profile_users}")
+    finally:
+        models.close()
+    return app_id, ids, stored
+
+
 def bench_lookups(
     kind: str, users: int, workers: int, connections: list[int], seconds: int
 ) -> list[Row]:
@@ -157,19 +177,7 @@ def bench_lookups(
             Row("lookups", kind, "HTTP lookups", "skipped: wrk is not installed (apt install wrk)")
         ]
     with fresh_store(kind) as (env, url):
-        ledger = ledger_for(env)
-        try:
-            app_id, ids = synthesize_users(ledger, users)
-        finally:
-            ledger.close()
-        models = ReadModels(env, page_size=REBUILD_PAGE_SIZE)
-        try:
-            projector = Projector(models)
-            projector.run_once()
-            projector.release()
-            stored = models.profiles.one("SELECT COUNT(*) AS n FROM {profile_users}")
-        finally:
-            models.close()
+        app_id, ids, stored = seeded_users(env, users)
         if stored is None or stored["n"] != users:
             raise RuntimeError(f"{users} users synthesized, {stored} projected")
         cold, loads = ladder(url, app_id, ids, users, workers, connections, seconds)

@@ -22,10 +22,8 @@ from uuid import UUID
 
 import httpx
 
-from bench.harness import POSTGRES_URL, Row, fresh_store, ledger_for, percentile
-from bench.lookups import LUA, Load, serving, synthesize_users, wrk
-from idledger.projections.service import Projector, ReadModels
-from idledger.replay.rebuild import REBUILD_PAGE_SIZE
+from bench.harness import POSTGRES_URL, Row, fresh_store, percentile
+from bench.lookups import LUA, Load, seeded_users, serving, wrk
 from tests.private_postgres import HotStandby
 
 WRITE_READ_ROUNDS = 300
@@ -54,18 +52,7 @@ def bench_replicas(
     if shutil.which("wrk") is None:
         return [Row("replicas", kind, "lookups", "skipped: wrk is not installed (apt install wrk)")]
     with fresh_store(kind) as (env, url):
-        ledger = ledger_for(env)
-        try:
-            app_id, ids = synthesize_users(ledger, users)
-        finally:
-            ledger.close()
-        models = ReadModels(env, page_size=REBUILD_PAGE_SIZE)
-        try:
-            projector = Projector(models)
-            projector.run_once()
-            projector.release()
-        finally:
-            models.close()
+        app_id, ids, _ = seeded_users(env, users)
         with (
             HotStandby(POSTGRES_URL) as standby,
             serving(url, workers) as alone,
