@@ -8,9 +8,11 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import Depends, Header, Path, Request, Response, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 
 from idledger.api.errors import ApiError
+from idledger.api.lookup import segment
 from idledger.api.read_replicas import (
     MIN_POSITION_HEADER,
     POSITION_HEADER,
@@ -20,20 +22,37 @@ from idledger.api.read_replicas import (
 )
 from idledger.api.runtime import Runtime
 from idledger.domain.app import App
-from idledger.domain.errors import AppNotFound
+from idledger.domain.errors import AppNotFound, InvalidValue
 from idledger.domain.unit_of_work import start_writing
 
 
 # Dependencies are async so that lookups served on the event loop stay there.
 async def get_runtime(request: Request, response: Response) -> Runtime:
-    """The runtime, unless the store is known to be down: then 503 at once."""
+    """The runtime of the app the path names (its partition's), unless its store is
+    known to be down: then 503 at once. An unknown app gets partition 0's, whose
+    routes answer it as they would any unknown app."""
     runtime: Runtime = request.app.state.runtime
+    app_id = request.path_params.get("app_id")
+    partitions = runtime.partitions
+    if app_id is not None and partitions is not None and len(partitions.runtimes) > 1:
+        # Searching the partitions reads the store: not on the event loop.
+        known = partitions.known(app_id)
+        if known is None:
+            known = await run_in_threadpool(_partition_of, runtime, app_id)
+        runtime = known
     runtime.gate.check()
     # Runs in the request's own context, which the route's worker thread copies:
     # the positions this request writes are noted from a clean slate.
     start_writing()
     answering(response)  # a write's answer carries its log position
     return runtime
+
+
+def _partition_of(runtime: Runtime, app_id: str) -> Runtime:
+    try:
+        return runtime.partitions.of_app(UUID(segment(app_id))) if runtime.partitions else runtime
+    except (ValueError, AppNotFound, InvalidValue):
+        return runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

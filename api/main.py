@@ -29,7 +29,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = Runtime.open(settings)
         if counting:
-            app.state.ledger_counts = LedgerCounts(app.state.runtime.ledger)
+            app.state.ledger_counts = LedgerCounts(
+                *(partition.ledger for partition in app.state.runtime.each_partition())
+            )
         try:
             yield
         finally:

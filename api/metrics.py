@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Response
 from prometheus_client import (
@@ -40,7 +40,12 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from idledger.api.switches import switch
 from idledger.domain.service import LedgerBase
+from idledger.partitions import partition_suffix
 from idledger.projections.dead_letters import describe, is_store_failure
+from idledger.projections.engine import Lag
+
+if TYPE_CHECKING:  # the runtime's gate counts into these metrics
+    from idledger.api.runtime import Runtime
 
 # No `_created` twin of every series: scrapes stay small.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -128,18 +133,23 @@ def count_store_error(error: BaseException) -> None:
 
 
 class LedgerCounts:
-    """Connects a ledger to the counters: its events appended through the
-    ledger's ``on_appended`` hook, and its races lost (``races_lost``, a plain
-    count the ledger keeps) carried over after each write request."""
+    """Connects the ledgers (one per partition) to the counters: their events
+    appended through each ledger's ``on_appended`` hook, and their races lost
+    (``races_lost``, a plain count each ledger keeps) carried over after each
+    write request."""
 
-    def __init__(self, ledger: LedgerBase) -> None:
-        self.ledger = ledger
-        self._races_seen = ledger.races_lost
-        ledger.on_appended = EVENTS_APPENDED.inc
+    def __init__(self, *ledgers: LedgerBase) -> None:
+        self.ledgers = ledgers
+        self._races_seen = self._races_lost()
+        for ledger in ledgers:
+            ledger.on_appended = EVENTS_APPENDED.inc
+
+    def _races_lost(self) -> int:
+        return sum(ledger.races_lost for ledger in self.ledgers)
 
     def after_write(self) -> None:
         # Runs on the event loop only, so the difference is never counted twice.
-        races = self.ledger.races_lost
+        races = self._races_lost()
         if races != self._races_seen:
             CONFLICTS.inc(races - self._races_seen)
             self._races_seen = races
@@ -157,23 +167,24 @@ class ReadModelCollector:
         runtime = getattr(self.app.state, "runtime", None)
         if runtime is None:  # not started, or shut down
             return
-        lags, dead_letters = None, None
-        if runtime.gate.is_open:
-            try:
-                lags = runtime.models.lag()
-                dead_letters = runtime.models.dead_letters()
-            except Exception as error:
-                if not is_store_failure(error):
-                    log.warning("read-model metrics left out: %s", describe(error))
-                else:
-                    runtime.gate.trip(error)
+        # Read models are named per partition: "profiles", then "profiles@p1"...
+        # A partition whose store is down is left out (the scrape still answers).
+        lags: dict[str, Lag] = {}
+        dead_letters: dict[str, int] = {}
+        for partition in runtime.each_partition():
+            gauges = _read_model_gauges(partition)
+            if gauges is None:
+                continue
+            suffix = partition_suffix(partition.partition)
+            lags.update({name + suffix: lag for name, lag in gauges[0].items()})
+            dead_letters.update({name + suffix: count for name, count in gauges[1].items()})
         up = GaugeMetricFamily(
             "idledger_store_up",
-            "1 while this process finds the event store reachable, else 0.",
-            value=1 if runtime.gate.is_open else 0,
+            "1 while this process finds the event store (every partition's) reachable, else 0.",
+            value=1 if all(p.gate.is_open for p in runtime.each_partition()) else 0,
         )
         yield up
-        if lags is None or dead_letters is None:
+        if not lags:
             return
         events = GaugeMetricFamily(
             "idledger_projection_lag_events",
@@ -195,6 +206,20 @@ class ReadModelCollector:
             seconds.add_metric([name], lag.seconds)
             dead.add_metric([name], dead_letters.get(name, 0))
         yield from (events, seconds, dead)
+
+
+def _read_model_gauges(runtime: Runtime) -> tuple[dict[str, Lag], dict[str, int]] | None:
+    """One partition's lags and dead letters; None while its store is down."""
+    if not runtime.gate.is_open:
+        return None
+    try:
+        return runtime.models.lag(), runtime.models.dead_letters()
+    except Exception as error:
+        if not is_store_failure(error):
+            log.warning("read-model metrics left out: %s", describe(error))
+        else:
+            runtime.gate.trip(error)
+        return None
 
 
 def registry_for(app: FastAPI) -> CollectorRegistry:

@@ -20,6 +20,7 @@ from idledger.domain.base import DomainEvent
 from idledger.domain.errors import SubscriptionNotFound, UserNotFound
 from idledger.domain.history import OwnershipInterval, events_of
 from idledger.domain.mapper import event_state
+from idledger.partitions import partition_suffix
 from idledger.projections.dead_letters import describe, is_store_failure
 
 MAX_MAU_DAYS = 3660
@@ -116,7 +117,27 @@ def mau_days(runtime: Runtime, app_id: UUID, first: date, last: date) -> list[Ma
 
 
 def readiness(runtime: Runtime) -> tuple[int, dict[str, Any]]:
-    """The status code and body of ``/ready``."""
+    """The status code and body of ``/ready``: partition 0's, and with partitions
+    each other's under ``partitions`` (any not ready makes the service not ready)."""
+    status, body = _partition_readiness(runtime)
+    others = [p for p in runtime.each_partition() if p is not runtime]
+    if not others:
+        return status, body
+    body["partitions"] = {}
+    for partition in others:
+        code, report = _partition_readiness(partition)
+        body["partitions"][str(partition.partition)] = report
+        if code != 200:
+            status = code
+            body["status"] = "unavailable"
+            body.setdefault("problems", [])
+            body["problems"] += [
+                f"partition {partition.partition}: {p}" for p in report["problems"]
+            ]
+    return status, body
+
+
+def _partition_readiness(runtime: Runtime) -> tuple[int, dict[str, Any]]:
     if not runtime.gate.is_open:
         return _not_ready([f"event store unreachable: {runtime.gate.reason}"])
     try:
@@ -148,9 +169,20 @@ def _not_ready(
 
 
 def lag_report(runtime: Runtime) -> dict[str, dict[str, int | float]]:
-    """The body of ``/lag``: per read model, events behind, their age, dead letters."""
-    dead_letters = runtime.models.dead_letters()
-    return {
-        name: {"events": lag.events, "seconds": lag.seconds, "dead_letters": dead_letters[name]}
-        for name, lag in runtime.models.lag().items()
-    }
+    """The body of ``/lag``: per read model (of each partition: "profiles@p1"),
+    events behind, their age, dead letters."""
+    report: dict[str, dict[str, int | float]] = {}
+    for partition in runtime.each_partition():
+        dead_letters = partition.models.dead_letters()
+        suffix = partition_suffix(partition.partition)
+        report.update(
+            {
+                name + suffix: {
+                    "events": lag.events,
+                    "seconds": lag.seconds,
+                    "dead_letters": dead_letters[name],
+                }
+                for name, lag in partition.models.lag().items()
+            }
+        )
+    return report

@@ -1,11 +1,13 @@
 """What a running service holds: the ledger (writes), the read models (reads),
 the gate that answers at once while the store is down and, in the embedded mode,
-the projector that keeps the read models caught up."""
+the projector that keeps the read models caught up; one of each per partition
+(``idledger.partitions``), each request served by its app's partition."""
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -16,8 +18,10 @@ from idledger.api.errors import unavailable
 from idledger.api.outage import StoreGate
 from idledger.api.read_replicas import ReadReplicas, tell_position
 from idledger.domain.app import App
+from idledger.domain.errors import AppNotFound
 from idledger.domain.ledger import Ledger
 from idledger.domain.unit_of_work import first_written
+from idledger.partitions import PartitionMap, make_partition_schema
 from idledger.projections.dead_letters import describe, is_store_failure
 from idledger.projections.lock import ProjectionBusy, postgres_conninfo
 from idledger.projections.service import Projector, ReadModels
@@ -49,24 +53,51 @@ class Runtime:
     projector: Projector | None
     gate: StoreGate
     replicas: ReadReplicas | None = None  # hot standbys for reads (IDLEDGER_READ_URL)
+    partitions: Partitions | None = None  # all of them, this one included
+    partition: int = 0
     _apps: dict[UUID, tuple[float, App]] = field(default_factory=dict)
 
     def app(self, app_id: UUID) -> App:
-        """The app, from the log, remembered for a second: keys are checked on every
-        request, and a rotation elsewhere is seen within that second (at once here)."""
-        cached = self._apps.get(app_id)
+        """The app, from the log (of its partition), remembered for a second: keys are
+        checked on every request, and a rotation elsewhere is seen within that second
+        (at once here)."""
+        owner = self.partitions.of_app(app_id) if self.partitions is not None else self
+        cached = owner._apps.get(app_id)
         if cached is not None and time.monotonic() - cached[0] < KEY_CACHE_SECONDS:
             return cached[1]
-        app = self.ledger.get_app(app_id)
-        self._apps[app_id] = (time.monotonic(), app)
+        app = owner.ledger.get_app(app_id)
+        owner._apps[app_id] = (time.monotonic(), app)
         return app
 
     def forget_app(self, app_id: UUID) -> None:
         self._apps.pop(app_id, None)
 
+    def each_partition(self) -> list[Runtime]:
+        return self.partitions.runtimes if self.partitions is not None else [self]
+
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
-        ledger, models = _open_store(settings)
+        """The runtime of partition 0 (``partitions`` holds every partition's)."""
+        partition_map = PartitionMap.of(settings)
+        runtimes: list[Runtime] = []
+        try:
+            for number in range(partition_map.count):
+                runtime = cls._open_one(partition_map.settings_of(settings, number), number)
+                runtime.partition = number
+                runtimes.append(runtime)
+        except BaseException:
+            for runtime in runtimes:
+                runtime.close()
+            raise
+        partitions = Partitions(partition_map, runtimes)
+        for runtime in runtimes:
+            runtime.partitions = partitions
+            runtime.settings = settings  # the service's settings, the partition map included
+        return runtimes[0]
+
+    @classmethod
+    def _open_one(cls, settings: Settings, partition: int = 0) -> Runtime:
+        ledger, models = _open_store(settings, make_schema=partition > 0)
         projector: Projector | None = None
         if settings.embedded_projector:
             projector = Projector(models, settings.poll_interval)
@@ -127,6 +158,14 @@ class Runtime:
         )
 
     def close(self) -> None:
+        """Close every partition (this one last)."""
+        for other in self.each_partition():
+            if other is not self:
+                other.partitions = None
+                other.close()
+        self._close_own()
+
+    def _close_own(self) -> None:
         self.gate.close()
         if self.replicas is not None:
             self.replicas.close()
@@ -136,13 +175,57 @@ class Runtime:
         self.ledger.close()
 
 
+class Partitions:
+    """Every partition's runtime, and which one holds each app."""
+
+    def __init__(self, partition_map: PartitionMap, runtimes: list[Runtime]) -> None:
+        self.map = partition_map
+        self.runtimes = runtimes
+        self._located: dict[UUID, int] = {}
+        self._lock = threading.Lock()
+
+    def of_app(self, app_id: UUID) -> Runtime:
+        """The partition holding the app (``AppNotFound`` if none does): its pin, else
+        where its ``App`` aggregate is, searched once per process."""
+        if len(self.runtimes) == 1:
+            return self.runtimes[0]
+        found = self._located.get(app_id)
+        if found is None:
+            for number in self.map.search_order(app_id):
+                try:
+                    self.runtimes[number].ledger.get_app(app_id)
+                except AppNotFound:
+                    continue
+                found = number
+                break
+            else:
+                raise AppNotFound(str(app_id))
+            with self._lock:
+                self._located[app_id] = found
+        return self.runtimes[found]
+
+    def known(self, app_id: str) -> Runtime | None:
+        """The partition of an app already located by this process, if it was."""
+        try:
+            found = self._located.get(UUID(app_id))
+        except ValueError:
+            return None
+        return None if found is None else self.runtimes[found]
+
+    def for_new_app(self, app_id: UUID) -> Runtime:
+        return self.runtimes[self.map.for_new_app(app_id)]
+
+
 def check_store(settings: Settings) -> None:
-    """Wait (up to ``startup_timeout``) until the store answers, else raise
-    ``StoreUnreachable``: what `idledger serve` does before it listens."""
+    """Wait (up to ``startup_timeout``) until every partition's store answers, else
+    raise ``StoreUnreachable``: what `idledger serve` does before it listens."""
     read_store_envs(settings)  # a wrong IDLEDGER_READ_URL is refused before anything opens
-    ledger, models = _open_store(settings)
-    models.close()
-    ledger.close()
+    partition_map = PartitionMap.of(settings)
+    for number in range(partition_map.count):
+        partition = partition_map.settings_of(settings, number)
+        ledger, models = _open_store(partition, make_schema=number > 0)
+        models.close()
+        ledger.close()
 
 
 def _replicas(settings: Settings, models: ReadModels) -> ReadReplicas | None:
@@ -154,15 +237,18 @@ def _replicas(settings: Settings, models: ReadModels) -> ReadReplicas | None:
     return replicas
 
 
-def _open_store(settings: Settings) -> tuple[Ledger, ReadModels]:
+def _open_store(settings: Settings, *, make_schema: bool = False) -> tuple[Ledger, ReadModels]:
     """Open the ledger and its read models, retrying an unreachable store for up
-    to ``startup_timeout`` seconds, one log line per attempt."""
+    to ``startup_timeout`` seconds, one log line per attempt (``make_schema``: a
+    partition's PostgreSQL schema is made if missing)."""
     deadline = time.monotonic() + settings.startup_timeout
     pause = STARTUP_FIRST_PAUSE
     while True:
         ledger: Ledger | None = None
         try:
             _probe_postgres(settings, deadline - time.monotonic())
+            if make_schema:
+                make_partition_schema(settings.store_url)
             ledger = open_ledger(settings)
             return ledger, ReadModels(store_env(settings.store_url))
         except Exception as error:

@@ -7,7 +7,7 @@ import hmac
 import secrets
 from datetime import datetime
 from typing import Annotated
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from pydantic import Field
 
@@ -31,12 +31,14 @@ class App(Aggregate):
     api_key_hash: str
 
     @classmethod
-    def create(cls, name: str, api_key: str, at: datetime) -> App:
+    def create(cls, name: str, api_key: str, at: datetime, app_id: UUID | None = None) -> App:
+        """A new app; ``app_id`` is chosen by the caller when it must know the id
+        first (to choose the app's partition), else a fresh UUIDv4."""
         if not name.strip() or len(name) > 200:
             raise InvalidValue("name", "must be 1-200 characters, not blank")
         return cls._start(
             AppCreated(
-                originator_id=uuid4(),
+                originator_id=app_id or uuid4(),
                 originator_version=1,
                 timestamp=at,
                 name=name,

@@ -337,9 +337,9 @@ class LedgerBase(LedgerLog):
 
     # Apps --------------------------------------------------------------------
 
-    def create_app(self, name: str) -> NewApp:
+    def create_app(self, name: str, app_id: UUID | None = None) -> NewApp:
         api_key = new_api_key()
-        app = App.create(name, api_key, self.clock())
+        app = App.create(name, api_key, self.clock(), app_id)
         recordings = self.save(app)
         return NewApp(recordings[-1].notification.id, app.id, api_key)
 

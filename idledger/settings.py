@@ -70,6 +70,18 @@ class Settings(BaseSettings):
         le=10_000,
         description="Group commit: most commands saved in one transaction (1: off).",
     )
+    partitions: str = Field(
+        default="",
+        description="Per-app partitions (idledger/partitions.py): a count N (partitions "
+        "1..N-1 beside the store: var/idledger.p1.db, or schema <schema>_p1) or a "
+        "comma-separated list of the store URLs of partitions 1.. (0 is store_url). "
+        "Empty: one partition.",
+    )
+    app_partitions: str = Field(
+        default="",
+        description="Pins, comma-separated <app id>=<partition number>: where an app "
+        "moved to another partition is served (others are found where they were created).",
+    )
     read_url: str = Field(
         default="",
         description="PostgreSQL hot standbys of the store, comma-separated "

@@ -3,7 +3,7 @@ organization key; plus REST API key rotation."""
 
 from __future__ import annotations
 
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from fastapi import APIRouter
 
@@ -45,8 +45,10 @@ def app_uuid(app_id: str) -> UUID:
 )
 def create_app(body: AppIn, _: Admin, runtime: RuntimeDep) -> AppOut:
     """A new app; its REST API key is shown here once, in ``basic_auth_key``."""
-    created = runtime.ledger.create_app(body.name)
-    return app_out(runtime.ledger.get_app(created.app_id), created.api_key)
+    app_id = uuid4()  # first: it chooses the app's partition
+    home = runtime.partitions.for_new_app(app_id) if runtime.partitions else runtime
+    created = home.ledger.create_app(body.name, app_id)
+    return app_out(home.ledger.get_app(created.app_id), created.api_key)
 
 
 @router.get(
