@@ -212,7 +212,7 @@ def aggregates_of(log: LedgerLog, app_id: str, kind: type[User | Subscription]) 
     while page := log.recorder.select_notifications(start, 1000, topics=[topic]):
         ids += [UUID(str(n.originator_id)) for n in page]
         start = page[-1].id + 1
-    folded = [log.repository.get(aggregate_id) for aggregate_id in ids]
+    folded: list[Any] = [log.repository.get(aggregate_id) for aggregate_id in ids]
     return [a for a in folded if str(a.app_id) == app_id]
 
 
