@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging.config
 import os
 import secrets
 import signal
 import tempfile
+import threading
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated
@@ -27,10 +27,12 @@ from idledger.demo import run_login_scenario
 from idledger.domain.keystore import MasterKeyMissing
 from idledger.domain.ledger import Ledger
 from idledger.domain.user import User
+from idledger.partitions import partition_suffix
 from idledger.projections.engine import READ_MODELS
 from idledger.projections.service import Projector, ReadModels
 from idledger.replay.cli import read_model_names
 from idledger.replay.cli import register as register_replay_verbs
+from idledger.replay.partitions_cli import choose_partition, partition_urls
 from idledger.replay.verb_support import (
     StoreUrl,
     Verbs,
@@ -50,7 +52,7 @@ console = Console()
 
 @app.callback()
 def main(
-    debug: Annotated[
+    debug: Annotated[  # noqa: ARG001  (Verbs reads it from the command line itself)
         bool,
         typer.Option(
             "--debug",
@@ -58,9 +60,20 @@ def main(
             help="On an error, show the traceback too (otherwise: one line on stderr).",
         ),
     ] = False,
+    partition: Annotated[
+        int | None,
+        typer.Option(
+            "--partition",
+            min=0,
+            help="Run the verb on this partition alone (IDLEDGER_PARTITIONS; 0 is the "
+            "store itself). `idledger partitions` lists them.",
+        ),
+    ] = None,
 ) -> None:
     """idledger: an event-sourced identity ledger. Every verb takes --store-url
     (default: IDLEDGER_STORE_URL, else sqlite:///var/idledger.db)."""
+    if partition is not None:
+        choose_partition(partition)
 
 
 @app.command()
@@ -186,31 +199,63 @@ def project(
     poll_interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 0.5,
     store_url: StoreUrl = None,
 ) -> None:
-    """Bring the read models up to date with the log (once, or --follow: then a
+    """Bring the read models (of every partition) up to date with the log (once, or --follow: then a
     store outage is waited out and retried, and dead letters are retried first).
     Another runner owning a read model: exit 3 (or wait, --wait-for-lock)."""
     names = read_model_names(projection)
-    settings = require_store(store_url)
-    models = ReadModels(store_env(settings.store_url), names, page_size)
-    projector = Projector(models, poll_interval)
+    urls = partition_urls(store_url)
+    projectors: list[Projector] = []
     try:
-        projector.acquire(wait_for_lock)  # owned by another runner: exit 3
+        for url in urls:
+            settings = require_store(url)
+            models = ReadModels(store_env(settings.store_url), names, page_size)
+            projectors.append(Projector(models, poll_interval))
+        for projector in projectors:
+            projector.acquire(wait_for_lock)  # owned by another runner: exit 3
         if follow:
-            signal.signal(signal.SIGTERM, lambda *_: projector.stop_following())
-            say(f"following the log for {', '.join(names)}; Ctrl-C to stop")
-            projector.retry_dead_letters()
-            with contextlib.suppress(KeyboardInterrupt):
-                projector.follow_until_stopped()
-        applied = projector.run_once()
+            _follow_until_stopped(projectors, names, len(urls))
+        applied = sum(projector.run_once() for projector in projectors)
         say(f"applied {applied} events")
-        for name, lag in models.lag().items():
-            say(
-                f"{name}: position {models.followers[name].view.position()}, "
-                f"{lag.events} events behind ({lag.seconds:.1f} s)"
-            )
+        for number, projector in enumerate(projectors):
+            models = projector.models
+            for name, lag in models.lag().items():
+                say(
+                    f"{name}{partition_suffix(number)}: position "
+                    f"{models.followers[name].view.position()}, "
+                    f"{lag.events} events behind ({lag.seconds:.1f} s)"
+                )
     finally:
-        projector.release()
-        models.close()
+        for projector in projectors:
+            projector.release()
+            projector.models.close()
+
+
+def _follow_until_stopped(projectors: list[Projector], names: list[str], partitions: int) -> None:
+    """Follow every partition's log, each in its own thread, until Ctrl-C or SIGTERM."""
+
+    def stop(*_: object) -> None:
+        for projector in projectors:
+            projector.stop_following()
+
+    signal.signal(signal.SIGTERM, stop)
+    where = f" in {partitions} partitions" if partitions > 1 else ""
+    say(f"following the log for {', '.join(names)}{where}; Ctrl-C to stop")
+    for projector in projectors:
+        projector.retry_dead_letters()
+    followers = [
+        threading.Thread(target=p.follow_until_stopped, name=f"projector-p{n}", daemon=True)
+        for n, p in enumerate(projectors)
+    ]
+    for follower in followers:
+        follower.start()
+    try:
+        for follower in followers:
+            while follower.is_alive():
+                follower.join(0.5)
+    except KeyboardInterrupt:
+        stop()
+        for follower in followers:
+            follower.join()
 
 
 def _user_rows(ledger: Ledger, user_ids: list[UUID]) -> list[tuple[str, str, str, str]]:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from typing import Annotated
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import typer
 
 from idledger.domain.app import App
 from idledger.domain.values import check_text
+from idledger.replay.partitions_cli import app_store_url, new_app_store_url
 from idledger.replay.verb_support import (
     StoreUrl,
     Verbs,
@@ -42,9 +43,10 @@ def create_command(
     """Create an app (in a new store if there is none yet) and print its id and its
     REST API key, once."""
     check_text("name", name)
-    ledger = open_store_ledger(store_url, create=True)
+    app_id = uuid4()  # first: it chooses the app's partition
+    ledger = open_store_ledger(new_app_store_url(store_url, app_id), create=True)
     try:
-        created = ledger.create_app(name)
+        created = ledger.create_app(name, app_id)
         _print(ledger.get_app(created.app_id), created.api_key, as_json)
     finally:
         ledger.close()
@@ -54,7 +56,7 @@ def create_command(
 @apps.command("show")
 def show_command(app_id: AppId, as_json: AsJson = False, store_url: StoreUrl = None) -> None:
     """Print an app's id, name and times (never its key)."""
-    ledger = open_store_ledger(store_url)
+    ledger = open_store_ledger(app_store_url(store_url, app_id))
     try:
         _print(ledger.get_app(app_id), None, as_json)
     finally:
@@ -65,7 +67,7 @@ def show_command(app_id: AppId, as_json: AsJson = False, store_url: StoreUrl = N
 def rotate_key_command(app_id: AppId, as_json: AsJson = False, store_url: StoreUrl = None) -> None:
     """Give an app a new REST API key and print it, once. The previous key is refused
     from then on (a running server sees the change within a second)."""
-    ledger = open_store_ledger(store_url)
+    ledger = open_store_ledger(app_store_url(store_url, app_id))
     try:
         rotated = ledger.rotate_api_key(app_id)
         _print(ledger.get_app(rotated.app_id), rotated.api_key, as_json)

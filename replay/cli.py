@@ -14,6 +14,7 @@ from uuid import UUID
 
 import typer
 
+from idledger.partitions import partition_suffix
 from idledger.projections.engine import READ_MODELS
 from idledger.projections.service import ReadModels
 from idledger.replay.apps_cli import apps
@@ -21,8 +22,10 @@ from idledger.replay.audit import audit_subscription, audit_user, event_json
 from idledger.replay.backup_cli import backup_command, restore_command
 from idledger.replay.csv_cli import import_csv_command
 from idledger.replay.dead_letters_cli import dead_letters_command
+from idledger.replay.partitioned_rebuild import rebuild_partitions
+from idledger.replay.partitions_cli import app_store_url, partition_urls, partitions_command
 from idledger.replay.privacy_cli import erase_command, seal_command
-from idledger.replay.rebuild import rebuild, swap_in, verify
+from idledger.replay.rebuild import swap_in, verify
 from idledger.replay.transfer import (
     HEADER,
     ImportRefused,
@@ -80,7 +83,12 @@ def replay(
         Into, typer.Option(help="fresh: beside the live ones; live: swap in.")
     ] = Into.FRESH,
     jobs: Annotated[
-        int, typer.Option(min=1, help="Processes to share the read models among (one per core).")
+        int,
+        typer.Option(
+            min=1,
+            help="Processes to share the read models (with partitions: the partitions) "
+            "among (one per core).",
+        ),
     ] = 1,
     store_url: StoreUrl = None,
 ) -> None:
@@ -88,21 +96,31 @@ def replay(
     names, until = read_model_names(projection), _aware(until)
     if until is not None and into is Into.LIVE:
         fail("--until builds a view of the past; it cannot replace the live read models", 2)
-    env = store_environment(store_url)
+    urls = partition_urls(store_url)
+    envs = [store_environment(url) for url in urls]
     if into is Into.LIVE:
-        refuse_if_projected(env, names)  # before the work, not after it
-    with opened_log(env) as log:
-        total = log.recorder.max_notification_id() or 0
-    with progress(", ".join(names), total) as advance:
-        reports = rebuild(env, names, until=until, jobs=jobs, progress=advance)
+        for env in envs:
+            refuse_if_projected(env, names)  # before the work, not after it
+    heads = []
+    for env in envs:
+        with opened_log(env) as log:
+            heads.append(log.recorder.max_notification_id() or 0)
+    what = ", ".join(names) + (f" of {len(envs)} partitions" if len(envs) > 1 else "")
+    with progress(what, sum(heads)) as advance:
+        partitions = rebuild_partitions(
+            envs, names, heads, until=until, jobs=jobs, progress=advance
+        )
     rows = []
-    for report in reports:
-        rate = report.events / report.seconds if report.seconds else 0
-        where = "beside the live one (_rebuild)"
-        if into is Into.LIVE:
-            swap_in(env, report.name)  # a runner started meanwhile: refused, exit 3
-            where = "swapped in (live)"
-        rows.append((report.name, report.events, f"{rate:.0f}", report.position, where))
+    for number, (env, reports) in enumerate(zip(envs, partitions, strict=True)):
+        for report in reports:
+            rate = report.events / report.seconds if report.seconds else 0
+            where = "beside the live one (_rebuild)"
+            if into is Into.LIVE:
+                swap_in(env, report.name)  # a runner started meanwhile: refused, exit 3
+                where = "swapped in (live)"
+            name = report.name + partition_suffix(number)
+            rows.append((name, report.events, f"{rate:.0f}", report.position, where))
+    total = sum(heads)
     title = f"replayed {total} events" + (f" until {until.isoformat()}" if until else "")
     show_table(title, ("read model", "events", "events/s", "position", "where"), rows)
 
@@ -111,15 +129,21 @@ def verify_command(projection: Projections = None, store_url: StoreUrl = None) -
     """Rebuild into scratch tables and compare with the live read models row by row
     (exit 1 on any difference)."""
     names = read_model_names(projection)
-    env = store_environment(store_url)
-    models = ReadModels(env, names)
-    try:  # each is rebuilt up to the live one's position
-        total = sum(follower.view.position() for follower in models.followers.values())
-    finally:
-        models.close()
-    with progress(f"verifying {', '.join(names)}", total) as advance:
-        differences = verify(env, names, progress=advance)
+    envs = [store_environment(url) for url in partition_urls(store_url)]
+    total = 0
+    for env in envs:
+        models = ReadModels(env, names)
+        try:  # each is rebuilt up to the live one's position
+            total += sum(follower.view.position() for follower in models.followers.values())
+        finally:
+            models.close()
     different = False
+    with progress(f"verifying {', '.join(names)}", total) as advance:
+        differences = {
+            name + partition_suffix(number): difference
+            for number, env in enumerate(envs)
+            for name, difference in verify(env, names, progress=advance).items()
+        }
     for name, difference in differences.items():
         if difference.identical:
             say(f"{name}: identical")
@@ -194,8 +218,9 @@ def export(
     store_url: StoreUrl = None,
 ) -> None:
     """Write the ledger's events to standard output, one JSON object per line,
-    between a header line and a trailer line (count, last position, SHA-256)."""
-    env = store_environment(store_url)
+    between a header line and a trailer line (count, last position, SHA-256). With
+    partitions: partition 0's, or with --app that app's partition's."""
+    env = store_environment(app_store_url(store_url, app) if app else store_url)
     index_key = resolve_index_key(Settings(), env)
     with opened_log(env) as log:
         # With --app the log is read whole but only the app's lines count: no total.
@@ -265,6 +290,7 @@ def register(app: typer.Typer) -> None:
     app.command("verify")(verify_command)
     app.add_typer(audit, name="audit")
     app.command("export")(export)
+    app.command("partitions")(partitions_command)
     app.command("import")(import_command)
     app.command("import-csv")(import_csv_command)
     app.command("dead-letters")(dead_letters_command)

@@ -1,0 +1,158 @@
+"""Per-app partitions end to end: a real `idledger serve` with IDLEDGER_PARTITIONS=2
+on both stores puts each app's events in its own partition's store only, serves
+each app from there, and the CLI covers every partition; an app moved to the
+other partition (`export --app`, `import --append`, a pin) is served from there
+with its history, and its new writes land there."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import httpx
+import psycopg
+import pytest
+
+from idledger.domain.service import LedgerLog
+from idledger.partitions import derived_url
+from idledger.settings import store_env
+from tests.api.conftest import ADMIN_KEY
+from tests.conftest import INDEX_KEY, POSTGRES_URL, store_url
+from tests.serving import serving
+
+ADMIN = {"Authorization": f"Key {ADMIN_KEY}"}
+
+
+@pytest.fixture
+def partitions(store: dict[str, str]) -> Iterator[list[str]]:
+    urls = [store_url(store), derived_url(store_url(store), 1)]
+    yield urls
+    if "POSTGRES_SCHEMA" in store:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+            schema = store_env(urls[1])["POSTGRES_SCHEMA"]
+            connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def idledger(urls: list[str], *args: str, pins: str = "") -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "COLUMNS": "200",
+        "IDLEDGER_STORE_URL": urls[0], "IDLEDGER_PARTITIONS": "2",
+        "IDLEDGER_APP_PARTITIONS": pins, "IDLEDGER_INDEX_KEY": INDEX_KEY.hex(),
+        "IDLEDGER_MASTER_KEY": os.environ["IDLEDGER_MASTER_KEY"],
+    }  # fmt: skip
+    executable = Path(sys.executable).with_name("idledger")
+    return subprocess.run(
+        [str(executable), *args], capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+def new_app(base: str, partition: int) -> tuple[str, dict[str, str]]:
+    """An app placed in ``partition`` (new apps go to app_id mod 2)."""
+    for _ in range(64):
+        created = httpx.post(f"{base}/apps", json={"name": "p"}, headers=ADMIN)
+        assert created.status_code == 200, created.text
+        body = created.json()
+        if UUID(body["id"]).int % 2 == partition:
+            return body["id"], {"Authorization": f"Key {body['basic_auth_key']}"}
+    raise AssertionError("64 apps and none in that partition")
+
+
+def app_events(url: str, app_id: str) -> int:
+    """How many events of the app's own aggregate a partition's log holds, and of
+    users created in it (their creation names the app)."""
+    log = LedgerLog(store_env(url))
+    try:
+        events, start = 0, 1
+        while page := log.recorder.select_notifications(start, 1000):
+            events += sum(
+                1 for n in page if str(n.originator_id) == app_id or app_id.encode() in n.state
+            )
+            start = page[-1].id + 1
+        return events
+    finally:
+        log.close()
+
+
+def create_user(base: str, app_id: str, key: dict[str, str], external_id: str) -> str:
+    body = {"identity": {"external_id": external_id}, "subscriptions": [
+        {"type": "AndroidPush", "token": f"push-{external_id}"}]}  # fmt: skip
+    created = httpx.post(f"{base}/apps/{app_id}/users", json=body, headers=key)
+    assert created.status_code == 201, created.text
+    onesignal_id: str = created.json()["identity"]["onesignal_id"]
+    return onesignal_id
+
+
+def test_each_app_lives_in_its_partition_and_moves(partitions: list[str], tmp_path: Path) -> None:
+    env = {"IDLEDGER_PARTITIONS": "2"}
+    with serving(partitions[0], tmp_path / "server.log", env=env) as base:
+        first, first_key = new_app(base, 0)
+        second, second_key = new_app(base, 1)
+        alice = create_user(base, first, first_key, "alice")
+        bob = create_user(base, second, second_key, "bob")
+        for app_id, key, who, onesignal_id in (
+            (first, first_key, "alice", alice), (second, second_key, "bob", bob),
+        ):  # fmt: skip
+            found = httpx.get(f"{base}/apps/{app_id}/users/by/external_id/{who}", headers=key)
+            assert found.json()["identity"]["onesignal_id"] == onesignal_id
+        # One app's key opens nothing of the other, whichever partition it is in.
+        refused = httpx.get(f"{base}/apps/{second}/users/by/external_id/bob", headers=first_key)
+        assert refused.status_code == 401
+        lag = httpx.get(f"{base}/lag").json()
+        assert {"profiles", "profiles@p1", "mau@p1"} <= set(lag)
+        ready = httpx.get(f"{base}/ready").json()
+        assert ready["status"] == "ready"
+        assert "1" in ready["partitions"]
+    assert app_events(partitions[0], first) > 0
+    assert app_events(partitions[1], first) == 0
+    assert app_events(partitions[1], second) > 0
+    assert app_events(partitions[0], second) == 0
+
+    listed = idledger(partitions, "partitions")
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split("\t") for line in listed.stdout.splitlines()[2:]]
+    assert [row[0] for row in rows] == ["0", "1"], listed.stdout
+    assert all(int(row[2]) > 0 and int(row[3]) >= 1 for row in rows), listed.stdout
+    verified = idledger(partitions, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "profiles@p1: identical" in verified.stdout
+    replayed = idledger(partitions, "replay", "--jobs", "2")
+    assert replayed.returncode == 0, replayed.stderr
+    assert "ownership@p1" in replayed.stdout
+
+    # Move the first app to partition 1: copy its events, then pin it there.
+    exported = idledger(partitions, "export", "--app", first)
+    assert exported.returncode == 0, exported.stderr
+    (tmp_path / "first.jsonl").write_text(exported.stdout)
+    imported = idledger(
+        partitions, "--partition", "1", "import", "--append", str(tmp_path / "first.jsonl"),
+        "--keys-from", partitions[0],
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    pinned = {**env, "IDLEDGER_APP_PARTITIONS": f"{first}=1"}
+    with serving(partitions[0], tmp_path / "moved.log", env=pinned) as base:
+        found = httpx.get(f"{base}/apps/{first}/users/by/external_id/alice", headers=first_key)
+        assert found.status_code == 200, found.text
+        assert found.json()["identity"]["onesignal_id"] == alice
+        before = app_events(partitions[0], first)
+        create_user(base, first, first_key, "carol")
+        again = httpx.get(f"{base}/apps/{first}/users/by/external_id/carol", headers=first_key)
+        assert again.status_code == 200, again.text
+    assert app_events(partitions[0], first) == before  # the old copy is left as it was
+    shown = idledger(partitions, "apps", "show", first, "--json", pins=f"{first}=1")
+    assert shown.returncode == 0, shown.stderr
+    assert first in shown.stdout
+
+
+def test_a_partition_that_does_not_exist_is_one_line_and_exit_2(
+    partitions: list[str],
+) -> None:
+    result = idledger(partitions, "--partition", "5", "dead-letters")
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "idledger dead-letters: --partition 5: there are 2 partition(s) (0-1)"
+    ]
