@@ -52,9 +52,20 @@ class PartitionMap:
         return len(self.urls)
 
     def settings_of(self, settings: Settings, partition: int) -> Settings:
-        """The settings of one partition: a single store, no partitions of its own."""
+        """The settings of one partition: a single store, no partitions of its own, and
+        the hot standbys of ``read_url`` pointed at its schema (a partition in another
+        database than partition 0's has none: those standbys do not hold it)."""
+        url = self.urls[partition]
+        read_url = settings.read_url
+        if partition and read_url.strip():
+            read_url = _standbys_of(read_url, settings.store_url, url)
         return settings.model_copy(
-            update={"store_url": self.urls[partition], "partitions": "", "app_partitions": ""}
+            update={
+                "store_url": url,
+                "partitions": "",
+                "app_partitions": "",
+                "read_url": read_url,
+            }
         )
 
     def for_new_app(self, app_id: UUID) -> int:
@@ -87,6 +98,21 @@ def derived_url(store_url: str, partition: int) -> str:
     query = dict(parse_qsl(url.query))
     query["schema"] = f"{query.get('schema') or DERIVED_SCHEMA}_p{partition}"
     return urlunparse(url._replace(query=urlencode(query)))
+
+
+def _standbys_of(read_url: str, first: str, partition: str) -> str:
+    """``read_url`` for a partition: each standby's schema set to the partition's."""
+    ours, theirs = store_env(first), store_env(partition)
+    server = ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DBNAME")
+    if [ours.get(k) for k in server] != [theirs.get(k) for k in server]:
+        return ""
+    standbys = []
+    for entry in (e.strip() for e in read_url.split(",") if e.strip()):
+        url = urlparse(entry)
+        query = dict(parse_qsl(url.query))
+        query["schema"] = theirs["POSTGRES_SCHEMA"]
+        standbys.append(urlunparse(url._replace(query=urlencode(query))))
+    return ",".join(standbys)
 
 
 def _more_partitions(settings: Settings) -> list[str]:
