@@ -26,7 +26,7 @@ SIZES: dict[str, dict[str, Any]] = {
               "wrk_seconds": 3, "sealing_replay": 10_000, "write_connections": [1, 8, 64]},
     "full": {"rounds": 1_000, "replay": 1_000_000, "lookup_users": 1_000_000, "devices": 40,
              "pit": 10_000, "lag_rounds": 500, "workers": 2, "connections": [1, 2, 4, 8, 16],
-             "wrk_seconds": 10, "sealing_replay": 200_000, "write_connections": [1, 8, 64]},
+             "wrk_seconds": 10, "sealing_replay": 200_000, "write_connections": [1, 8, 64, 256]},
 }  # fmt: skip
 
 
@@ -44,7 +44,9 @@ def plan(size: dict[str, Any], kind: str) -> list[tuple[str, Callable[[], list[R
         ),
         (
             "write path",
-            lambda: bench_http_writes(kind, size["write_connections"], size["wrk_seconds"]),
+            lambda: bench_http_writes(
+                kind, size["write_connections"], size["wrk_seconds"], workers
+            ),
         ),
         (
             "read replicas",  # PostgreSQL only: a real hot standby (bench/replicas.py)
