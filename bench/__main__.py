@@ -98,14 +98,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, under two minutes")
     parser.add_argument("--stores", default="sqlite,postgres")
     parser.add_argument(
+        "--sections", help="comma-separated section names (default: all); give --output too"
+    )
+    parser.add_argument(
         "--output", help="default: BENCHMARKS.md, or var/bench-quick.md with --quick"
     )
     args = parser.parse_args()
     size = SIZES["quick" if args.quick else "full"]
     rows: list[Row] = []
     started = time.perf_counter()
+    chosen = set(args.sections.split(",")) if args.sections else None
     for kind in args.stores.split(","):
         for name, run in plan(size, kind):
+            if chosen is not None and name not in chosen:
+                continue
             began = time.perf_counter()
             measured = run()
             rows.extend(measured)
@@ -113,6 +119,8 @@ def main() -> None:
             for row in measured:
                 print(f"         {row.what}: {row.value} {row.ratio}", file=sys.stderr)
     command = "make bench-quick" if args.quick else "make bench"
+    if args.sections:
+        command = f"python -m bench {'--quick ' if args.quick else ''}--sections {args.sections}"
     output = Path(args.output or ("var/bench-quick.md" if args.quick else "BENCHMARKS.md"))
     write(output, report(rows, command, time.perf_counter() - started))
     print(f"wrote {output}", file=sys.stderr)
