@@ -104,6 +104,8 @@ def main() -> None:
         "--output", help="default: BENCHMARKS.md, or var/bench-quick.md with --quick"
     )
     args = parser.parse_args()
+    if args.sections and not args.output:
+        parser.error("--sections needs --output: BENCHMARKS.md's figures are a whole run")
     size = SIZES["quick" if args.quick else "full"]
     rows: list[Row] = []
     started = time.perf_counter()
