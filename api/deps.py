@@ -40,6 +40,7 @@ async def get_runtime(request: Request, response: Response) -> Runtime:
         if known is None:
             known = await run_in_threadpool(_partition_of, runtime, app_id)
         runtime = known
+    request.state.runtime = runtime  # whose gate a store failure of this request closes
     runtime.gate.check()
     # Runs in the request's own context, which the route's worker thread copies:
     # the positions this request writes are noted from a clean slate.

@@ -148,12 +148,19 @@ def _internal_error(request: Request, _: Exception) -> Response:
     return page or error_response(500, "internal-error", INTERNAL_ERROR)
 
 
+def serving_gate(request: Request) -> Any:
+    """The outage gate of the partition a request was routed to (``api.deps``), else
+    partition 0's: the gate a store failure met by the request must close."""
+    runtime = getattr(request.state, "runtime", None) or request.app.state.runtime
+    return runtime.gate
+
+
 def _store_error(request: Request, error: Exception) -> JSONResponse:
     """The store failed: not the client's fault. When it did not answer (down,
     restarting, locked too long) the gate fails later requests fast until it is
     back; either way nothing was acknowledged, so the client may retry."""
     if is_store_failure(error):
-        request.app.state.runtime.gate.trip(error)
+        serving_gate(request).trip(error)
     return error_response(
         503, "store-unavailable", f"the event store did not answer: {describe(error)}",
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},

@@ -118,23 +118,26 @@ def mau_days(runtime: Runtime, app_id: UUID, first: date, last: date) -> list[Ma
 
 def readiness(runtime: Runtime) -> tuple[int, dict[str, Any]]:
     """The status code and body of ``/ready``: partition 0's, and with partitions
-    each other's under ``partitions`` (any not ready makes the service not ready)."""
+    each other's under ``partitions``. A process that can serve some partitions'
+    apps stays ready ("degraded", the others' problems listed): a load balancer
+    taking every process out because one partition's store is down would turn one
+    partition's outage into everyone's. Unready when no partition is."""
     status, body = _partition_readiness(runtime)
     others = [p for p in runtime.each_partition() if p is not runtime]
     if not others:
         return status, body
-    body["partitions"] = {}
-    for partition in others:
-        code, report = _partition_readiness(partition)
-        body["partitions"][str(partition.partition)] = report
-        if code != 200:
-            status = code
-            body["status"] = "unavailable"
-            body.setdefault("problems", [])
-            body["problems"] += [
-                f"partition {partition.partition}: {p}" for p in report["problems"]
-            ]
-    return status, body
+    reports = {runtime.partition: (status, body)}
+    reports.update({p.partition: _partition_readiness(p) for p in others})
+    body = dict(body)
+    body["partitions"] = {str(n): report for n, (_, report) in reports.items() if n}
+    body["problems"] = [
+        f"partition {n}: {problem}" if n else problem
+        for n, (_, report) in reports.items()
+        for problem in report["problems"]
+    ]
+    serving = [n for n, (code, _) in reports.items() if code == 200]
+    body["status"] = "ready" if len(serving) == len(reports) else "degraded"
+    return (200, body) if serving else _not_ready(body["problems"], body)
 
 
 def _partition_readiness(runtime: Runtime) -> tuple[int, dict[str, Any]]:

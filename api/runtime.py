@@ -191,18 +191,35 @@ class Partitions:
             return self.runtimes[0]
         found = self._located.get(app_id)
         if found is None:
-            for number in self.map.search_order(app_id):
-                try:
-                    self.runtimes[number].ledger.get_app(app_id)
-                except AppNotFound:
-                    continue
-                found = number
-                break
-            else:
-                raise AppNotFound(str(app_id))
+            found = self._search(app_id)
             with self._lock:
                 self._located[app_id] = found
         return self.runtimes[found]
+
+    def _search(self, app_id: UUID) -> int:
+        """Look in each partition; one whose store fails is skipped (its gate closed),
+        and if the app was found nowhere else, the request gets that partition's 503:
+        the app may be there."""
+        down: Runtime | None = None
+        for number in self.map.search_order(app_id):
+            partition = self.runtimes[number]
+            if not partition.gate.is_open:
+                down = partition
+                continue
+            try:
+                partition.ledger.get_app(app_id)
+            except AppNotFound:
+                continue
+            except Exception as error:
+                if not is_store_failure(error):
+                    raise
+                partition.gate.trip(error)
+                down = partition
+                continue
+            return number
+        if down is not None:
+            raise down.gate.refusal()
+        raise AppNotFound(str(app_id))
 
     def known(self, app_id: str) -> Runtime | None:
         """The partition of an app already located by this process, if it was."""

@@ -21,7 +21,7 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from idledger.api.errors import RETRY_AFTER_SECONDS, ApiError, status_of
+from idledger.api.errors import RETRY_AFTER_SECONDS, ApiError, serving_gate, status_of
 from idledger.domain.errors import LedgerError, NotFound
 from idledger.projections.dead_letters import describe, is_store_failure
 
@@ -135,7 +135,7 @@ def as_console_error(request: Request, error: Exception) -> ConsoleError:
         return ConsoleError(error.status_code, phrase, str(error.detail), dict(error.headers or {}))
     if isinstance(error, PersistenceError):
         if is_store_failure(error):
-            request.app.state.runtime.gate.trip(error)
+            serving_gate(request).trip(error)
         return ConsoleError(503, "Store unavailable", f"The event store did not answer: "
                             f"{describe(error)}. Try again in a moment.",
                             {"Retry-After": str(RETRY_AFTER_SECONDS)})  # fmt: skip

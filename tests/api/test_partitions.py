@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
@@ -22,6 +23,7 @@ from idledger.partitions import derived_url
 from idledger.settings import store_env
 from tests.api.conftest import ADMIN_KEY
 from tests.conftest import INDEX_KEY, POSTGRES_URL, store_url
+from tests.private_postgres import PrivatePostgres
 from tests.serving import serving
 
 ADMIN = {"Authorization": f"Key {ADMIN_KEY}"}
@@ -156,3 +158,36 @@ def test_a_partition_that_does_not_exist_is_one_line_and_exit_2(
     assert result.stderr.splitlines() == [
         "idledger dead-letters: --partition 5: there are 2 partition(s) (0-1)"
     ]
+
+
+def test_one_partition_down_leaves_the_others_serving(tmp_path: Path) -> None:
+    """Partition 1 on a private PostgreSQL server that is stopped: the app there
+    answers 503 at once, the app in partition 0 (SQLite) keeps reading and writing,
+    /ready stays 200 ("degraded", naming partition 1), and partition 1 heals
+    without a restart."""
+    with PrivatePostgres() as postgres:
+        env = {"IDLEDGER_PARTITIONS": postgres.url, "IDLEDGER_STARTUP_TIMEOUT": "10"}
+        with serving(f"sqlite:///{tmp_path}/p0.db", tmp_path / "server.log", env=env) as base:
+            healthy, healthy_key = new_app(base, 0)
+            doomed, doomed_key = new_app(base, 1)
+            create_user(base, doomed, doomed_key, "before")
+            postgres.stop("immediate")
+
+            body = {"identity": {"external_id": "lost"}}
+            down = httpx.post(f"{base}/apps/{doomed}/users", json=body, headers=doomed_key)
+            assert down.status_code == 503, down.text
+            create_user(base, healthy, healthy_key, "during")  # 201, read back
+            found = httpx.get(f"{base}/apps/{healthy}/users/by/external_id/during",
+                              headers=healthy_key)  # fmt: skip
+            assert found.status_code == 200, found.text
+            ready = httpx.get(f"{base}/ready")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["status"] == "degraded"
+            assert any(p.startswith("partition 1: ") for p in ready.json()["problems"])
+
+            postgres.start()
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{base}/ready").json()["status"] != "ready":
+                assert time.monotonic() < deadline, "partition 1 did not heal"
+                time.sleep(0.2)
+            create_user(base, doomed, doomed_key, "after")
