@@ -15,6 +15,7 @@ from bench.http_writes import bench_http_writes
 from bench.ingest import bench_ingest
 from bench.lag import bench_lag
 from bench.lookups import bench_lookups
+from bench.partitions import bench_partitions
 from bench.privacy import bench_sealing
 from bench.queries import bench_mau, bench_point_in_time
 from bench.replay_bench import bench_replay
@@ -47,6 +48,10 @@ def plan(size: dict[str, Any], kind: str) -> list[tuple[str, Callable[[], list[R
             lambda: bench_http_writes(
                 kind, size["write_connections"], size["wrk_seconds"], workers
             ),
+        ),
+        (
+            "partitions",  # two apps writing at once over HTTP, partitions on and off
+            lambda: bench_partitions(kind, size["wrk_seconds"], size["workers"]),
         ),
         (
             "read replicas",  # PostgreSQL only: a real hot standby (bench/replicas.py)
