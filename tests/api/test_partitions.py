@@ -108,6 +108,16 @@ def test_each_app_lives_in_its_partition_and_moves(partitions: list[str], tmp_pa
         ready = httpx.get(f"{base}/ready").json()
         assert ready["status"] == "ready"
         assert "1" in ready["partitions"]
+        with httpx.Client(base_url=base) as console:  # the organization sees every partition
+            signed_in = console.post("/console/sign-in", headers={"Origin": base},
+                                     data={"app_id": "", "api_key": ADMIN_KEY})  # fmt: skip
+            assert signed_in.status_code == 303, signed_in.text
+            listing = console.get("/console/apps")
+            assert f"/console/apps/{first}" in listing.text
+            assert f"/console/apps/{second}" in listing.text
+            page = console.get(f"/console/apps/{second}/users/{bob}")
+            assert page.status_code == 200, page.text
+            assert "bob" in page.text
     assert app_events(partitions[0], first) > 0
     assert app_events(partitions[1], first) == 0
     assert app_events(partitions[1], second) > 0
