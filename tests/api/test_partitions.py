@@ -201,3 +201,26 @@ def test_one_partition_down_leaves_the_others_serving(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "partition 1 did not heal"
                 time.sleep(0.2)
             create_user(base, doomed, doomed_key, "after")
+
+
+def test_one_project_worker_follows_every_partition(partitions: list[str], tmp_path: Path) -> None:
+    """The API without its embedded projector: every write waits for the read models
+    of its app's partition, which only `idledger project --follow` keeps up."""
+    env = {"IDLEDGER_PARTITIONS": "2", "IDLEDGER_EMBEDDED_PROJECTOR": "false",
+           "IDLEDGER_CONSISTENCY_TIMEOUT": "20"}  # fmt: skip
+    with serving(partitions[0], tmp_path / "server.log", env=env) as base:
+        apps = [new_app(base, 0), new_app(base, 1)]
+        worker_env = {
+            **os.environ, **env, "IDLEDGER_STORE_URL": partitions[0],
+            "IDLEDGER_INDEX_KEY": INDEX_KEY.hex(),
+        }  # fmt: skip
+        command = [str(Path(sys.executable).with_name("idledger")), "project", "--follow"]
+        with (tmp_path / "worker.log").open("w") as log:
+            worker = subprocess.Popen(command, env=worker_env, stdout=log, stderr=log)
+            try:
+                for number, (app_id, key) in enumerate(apps):
+                    create_user(base, app_id, key, f"followed-{number}")  # 201 once projected
+            finally:
+                worker.terminate()
+                worker.wait(timeout=30)
+        assert "in 2 partitions" in (tmp_path / "worker.log").read_text()
