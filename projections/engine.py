@@ -9,7 +9,9 @@ lost or applied twice. One follower per read model may run at a time; a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -33,7 +35,7 @@ from idledger.projections.profiles import (
     SQLiteProfilesView,
 )
 from idledger.projections.quarantine import apply_guarded
-from idledger.projections.records import LogReader, PageItem, Recorded
+from idledger.projections.records import LogReader, PageItem, RawRow, Recorded
 from idledger.projections.sql import SqlView
 
 READ_MODELS: dict[str, tuple[type[ReadModel[Any]], type[SqlView], type[SqlView]]] = {
@@ -153,26 +155,43 @@ def catch_up_together(
     until: datetime | None = None,
     progress: Callable[[int], None] | None = None,
     trusted: bool = True,
+    reader: LogReader | None = None,
+    read_ahead: bool = False,
 ) -> int:
     """Feed several read models of one log from a single read of it: each page is
     fetched and decoded once, then applied to every read model that has not seen
     it, each in its own transaction with its own position. Returns log events read.
-    ``trusted=False``: every payload is validated as the write path validates it."""
+    ``trusted=False``: every payload is validated as the write path validates it
+    (``reader``: the caller's own, to learn what it met). ``read_ahead``: the next
+    page is fetched by another thread while this one is applied (a rebuild: the
+    store's work, and PostgreSQL's round trips, overlap with Python's; two pages at
+    most are held)."""
     if not followers:
         return 0
     log, page_size = followers[0].log, followers[0].page_size
-    reader = LogReader(log, read_by_any, trusted)
+    if reader is None:
+        reader = LogReader(log, read_by_any, trusted)
     done = 0
     positions = [follower.view.position() for follower in followers]
-    while True:
-        rows = reader.rows(min(positions) + 1, page_size, stop_at)
-        if not rows:
-            return done
-        items, last = reader.decode(rows), rows[-1][0]
-        for index, (follower, position) in enumerate(zip(followers, positions, strict=True)):
-            if last > position:
-                apply_guarded(follower, _unseen(items, position, until), last)
-                positions[index] = last
-        done += len(rows)
-        if progress is not None:
-            progress(len(rows))
+    with ThreadPoolExecutor(1, "read-ahead") if read_ahead else nullcontext() as ahead:
+        following: Future[Sequence[RawRow]] | None = None
+        while True:
+            if following is None:
+                rows = reader.rows(min(positions) + 1, page_size, stop_at)
+            else:
+                rows = following.result()
+            if not rows:
+                return done
+            last = rows[-1][0]
+            if ahead is not None:
+                # Once this page is applied, the least position is ``last`` (the page
+                # starts just after the least, so that read model gets all of it).
+                following = ahead.submit(reader.rows, last + 1, page_size, stop_at)
+            items = reader.decode(rows)
+            for index, (follower, position) in enumerate(zip(followers, positions, strict=True)):
+                if last > position:
+                    apply_guarded(follower, _unseen(items, position, until), last)
+                    positions[index] = last
+            done += len(rows)
+            if progress is not None:
+                progress(len(rows))

@@ -158,7 +158,7 @@ class _MauPage:
             "INSERT INTO {mau_counts} (app_id, day, type, active) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (app_id, day, type) DO UPDATE "
             "SET active = {mau_counts}.active + excluded.active",
-            sorted(_per_day(ends)),
+            sorted(per_day(ends)),
         )
 
     def _stored_kinds(self, subscription_ids: set[str]) -> dict[str, tuple[str, str]]:
@@ -196,7 +196,7 @@ class _MauPage:
         return found
 
 
-def _per_day(ends: dict[tuple[str, str], Counter[int]]) -> Iterator[tuple[str, int, str, int]]:
+def per_day(ends: dict[tuple[str, str], Counter[int]]) -> Iterator[tuple[str, int, str, int]]:
     """(app, day, type, increment) for every day some run covers."""
     for (app_id, kind), run in ends.items():
         active, since = 0, 0

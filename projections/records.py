@@ -129,6 +129,10 @@ class LogReader:
         self.wanted = wanted
         self.trusted = trusted
         self.keyring: KeyRing | None = getattr(log, "keyring", None)
+        # Whether any event read so far went through the domain's decoding (not what
+        # this release writes, or an unknown topic): set-based rebuilds are then
+        # not to be trusted (``projections.bulk``).
+        self.irregular = False
         self._topics: dict[str, _Topic] = {}
         recorder: Any = log.recorder
         self._postgres = isinstance(recorder, PostgresApplicationRecorder)
@@ -170,6 +174,7 @@ class LogReader:
     def decode(self, rows: Sequence[RawRow]) -> list[PageItem]:
         mapper: Any = self.log.mapper
         if mapper.cipher is not None or mapper.compressor is not None or not self.trusted:
+            self.irregular = self.irregular or bool(rows)
             return [
                 (row[0], self._decode_slowly(row))
                 for row in rows
@@ -212,6 +217,7 @@ class LogReader:
 
     def _decode_slowly(self, row: RawRow) -> Recorded | Undecodable:
         """The domain's own decoding: upcasting, unsealing, validation."""
+        self.irregular = True
         position, originator_id, version, topic, stored = row
         notification = Notification(
             id=position, originator_id=UUID(originator_id), originator_version=version,

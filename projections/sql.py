@@ -14,7 +14,8 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 from urllib.parse import quote
 
@@ -27,6 +28,7 @@ from idledger.projections.dead_letters import DeadLetter
 
 Row = Any  # sqlite3.Row or psycopg's dict row: both are read by column name
 CHUNK = 500  # values per IN (...) list: well under SQLite's bound-parameter limit
+LOG_ALIAS = "idledger_log"  # the log's file, attached to a read model's for set-based rebuilds
 
 
 def chunked(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -119,6 +121,15 @@ class Writer:
         return rows
 
 
+@dataclass
+class Rebuilding:
+    """A set-based rebuild's transaction: its writer, and the log position to
+    commit with its rows (``None``: none)."""
+
+    writer: Writer
+    position: int | None = None
+
+
 class SqlView(TrackingRecorder):
     """Mixed into a store's tracking recorder. Subclasses list their tables."""
 
@@ -176,6 +187,13 @@ class SqlView(TrackingRecorder):
             )
             if tracking is not None:
                 self._insert_tracking(cursor, tracking)  # type: ignore[attr-defined]
+
+    def rebuilding(self, events: Any, log_name: str) -> AbstractContextManager[Rebuilding]:
+        """One transaction in which SQL may name the log's events table as
+        ``{events}`` (``events``: the log's recorder; on SQLite its file is attached
+        read-only), committed with the position the block sets, if any: for
+        set-based rebuilds (``projections.bulk``)."""
+        raise NotImplementedError
 
     def wipe_freed_pages(self) -> None:
         """After an erasure: leave no copy of deleted rows in the store's files.
@@ -281,20 +299,45 @@ class SQLiteSqlView(SqlView, SQLiteTrackingRecorder):
 
     @contextmanager
     def _write_transaction(self) -> Iterator[Any]:
+        with self.datastore.get_connection(commit=True) as connection:
+            self._tune(connection)
+            with connection.transaction(commit=True) as cursor:
+                yield cursor
+
+    def _tune(self, connection: SQLiteConnection) -> None:
         # The safety level cannot change inside a transaction: set it once per
         # pooled connection. (A larger page cache bought ~2% and made the rebuild's
         # memory grow with the log until the cache filled: left at SQLite's default.)
+        if connection not in self._tuned:
+            # A rebuild beside the live file is thrown away if it does not finish
+            # and made durable when swapped in: it never waits for the disk.
+            safety = "OFF" if self.SUFFIX else "NORMAL"
+            connection._sqlite_conn.execute(f"PRAGMA synchronous={safety}")
+            # Deleted rows (an erased person's) are overwritten, not left in free pages.
+            connection._sqlite_conn.execute("PRAGMA secure_delete=ON")
+            self._tuned.add(connection)
+
+    @contextmanager
+    def rebuilding(self, events: Any, log_name: str) -> Iterator[Rebuilding]:
+        log_file: str = events.datastore.pool.db_name
+        table = f"{LOG_ALIAS}.{events.events_table_name}"
         with self.datastore.get_connection(commit=True) as connection:
-            if connection not in self._tuned:
-                # A rebuild beside the live file is thrown away if it does not finish
-                # and made durable when swapped in: it never waits for the disk.
-                safety = "OFF" if self.SUFFIX else "NORMAL"
-                connection._sqlite_conn.execute(f"PRAGMA synchronous={safety}")
-                # Deleted rows (an erased person's) are overwritten, not left in free pages.
-                connection._sqlite_conn.execute("PRAGMA secure_delete=ON")
-                self._tuned.add(connection)
-            with connection.transaction(commit=True) as cursor:
-                yield cursor
+            self._tune(connection)
+            raw = connection._sqlite_conn
+            # Read-only: a rebuild never writes the log (a URI the store was given is
+            # taken as it is). Not inside a transaction: SQLite refuses to attach there.
+            uri = log_file if log_file.startswith("file:") else f"file:{quote(log_file)}?mode=ro"
+            raw.execute(f"ATTACH DATABASE ? AS {LOG_ALIAS}", (uri,))
+            try:
+                with connection.transaction(commit=True) as cursor:
+                    render = self.render
+                    writer = Writer(cursor, lambda sql: render(sql.replace("{events}", table)))
+                    done = Rebuilding(writer)
+                    yield done
+                    if done.position is not None:
+                        self._insert_tracking(cursor, Tracking(log_name, done.position))
+            finally:
+                raw.execute(f"DETACH DATABASE {LOG_ALIAS}")
 
     def wipe_freed_pages(self) -> None:
         # The WAL still holds the pages as they were before the delete: fold it
@@ -329,3 +372,14 @@ class PostgresSqlView(SqlView, PostgresTrackingRecorder):
 
     def render(self, sql: str) -> str:
         return super().render(sql).replace("?", "%s")
+
+    @contextmanager
+    def rebuilding(self, events: Any, log_name: str) -> Iterator[Rebuilding]:
+        table = f'"{events.datastore.schema}"."{events.events_table_name}"'
+        with self._write_transaction() as cursor:
+            render, columns = self.render, self.array_columns
+            writer = Writer(cursor, lambda sql: render(sql.replace("{events}", table)), columns)
+            done = Rebuilding(writer)
+            yield done
+            if done.position is not None:
+                self._insert_tracking(cursor, Tracking(log_name, done.position))

@@ -6,6 +6,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -78,15 +79,18 @@ def test_a_rebuild_equals_the_live_read_models(store_kind: str, steps: list[Step
             ledger.close()
 
 
+@pytest.mark.parametrize("until", [None, datetime(2999, 1, 1, tzinfo=UTC)])
 def test_a_rebuild_shared_out_among_processes_equals_one_in_process(
-    store: dict[str, str], ledger: Ledger
+    store: dict[str, str], ledger: Ledger, until: datetime | None
 ) -> None:
     small_ledger(ledger)
     models = caught_up(ReadModels(store))
     models.close()
     ticks: list[float] = []
 
-    reports = rebuild(store, NAMES, jobs=2, progress=ticks.append)
+    # Without ``until`` MAU and ownership are built by SQL beside the one process's
+    # reading (``jobs`` then adds no process); with it, the processes share them out.
+    reports = rebuild(store, NAMES, jobs=2, progress=ticks.append, until=until)
 
     assert [report.name for report in reports] == NAMES
     head = ledger.recorder.max_notification_id()
