@@ -41,7 +41,8 @@ Given that, the rows are those of the incremental path, row for row
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from eventsourcing.sqlite import SQLiteConnectionPool
@@ -277,16 +278,30 @@ def _extract(writer: Writer, d: _Dialect, kinds: list[int], head: int) -> None:
         raise NotSetBased("a subscription's events do not follow its creation")
 
 
-def build_ownership(view: SqlView, events: Any, log_name: str, head: int) -> int | None:
-    """Build the ownership read model (empty tables) from the log up to ``head``;
-    returns the position written, ``None`` for an empty log."""
+@contextmanager
+def _from_scratch(
+    view: SqlView, events: Any, log_name: str, head: int, kinds: list[int]
+) -> Iterator[tuple[Writer, _Dialect, int]]:
+    """A rebuild's one transaction, with the log's events of ``kinds`` up to ``head``
+    extracted into the scratch table (dropped after); the read model's position is
+    the last event's."""
     d = _dialect(view)
     with view.rebuilding(events, log_name) as rebuilding:
         writer = rebuilding.writer
         last = last_position(writer, d, head)
         if last is None:
             raise NotSetBased("nothing to rebuild")
-        _extract(writer, d, [CREATED, OWNER, DELETED], head)
+        _extract(writer, d, kinds, head)
+        yield writer, d, last
+        writer.execute(d.drop_scratch())
+        rebuilding.position = last
+
+
+def build_ownership(view: SqlView, events: Any, log_name: str, head: int) -> int | None:
+    """Build the ownership read model (empty tables) from the log up to ``head``;
+    returns the position written (``NotSetBased`` for an empty log)."""
+    kinds = [CREATED, OWNER, DELETED]
+    with _from_scratch(view, events, log_name, head, kinds) as (writer, d, last):
         writer.execute(
             "INSERT INTO {ownership} (subscription_id, seq, app_id, owner_id, started_at, "
             "cause, ended_at, ended_by) "
@@ -298,20 +313,12 @@ def build_ownership(view: SqlView, events: Any, log_name: str, head: int) -> int
             f"FROM {SCRATCH} WINDOW w AS (PARTITION BY oid ORDER BY position)) AS x "
             f"WHERE kind <> {DELETED}"
         )
-        writer.execute(d.drop_scratch())
-        rebuilding.position = last
     return last
 
 
 def build_mau(view: SqlView, events: Any, log_name: str, head: int) -> int | None:
     """Build the MAU read model (empty tables) from the log up to ``head``."""
-    d = _dialect(view)
-    with view.rebuilding(events, log_name) as rebuilding:
-        writer = rebuilding.writer
-        last = last_position(writer, d, head)
-        if last is None:
-            raise NotSetBased("nothing to rebuild")
-        _extract(writer, d, [CREATED], head)
+    with _from_scratch(view, events, log_name, head, [CREATED]) as (writer, d, last):
         mobile = ", ".join(f"'{kind}'" for kind in sorted(_MOBILE_PUSH))
         writer.execute(
             "INSERT INTO {mau_subscriptions} (subscription_id, app_id, type) "
@@ -351,10 +358,8 @@ def build_mau(view: SqlView, events: Any, log_name: str, head: int) -> int | Non
             )
         writer.many(
             "INSERT INTO {mau_counts} (app_id, day, type, active) VALUES (?, ?, ?, ?)",
-            sorted(per_day(runs)),  # the live projection's sum, reused,
+            sorted(per_day(runs)),  # the live projection's sum, reused
         )
-        writer.execute(d.drop_scratch())
-        rebuilding.position = last
     return last
 
 
