@@ -13,7 +13,7 @@ from idledger.api.convert import identity_of, user_out
 from idledger.api.runtime import Runtime
 from idledger.api.schemas import IdentityOut, UserOut
 from idledger.domain.claim import EXTERNAL_ID_NAMESPACE, alias_namespace
-from idledger.domain.errors import InvalidValue, UserNotFound
+from idledger.domain.errors import InvalidValue, SubscriptionNotFound, UserNotFound
 from idledger.domain.user import User
 from idledger.domain.values import check_text
 
@@ -27,6 +27,14 @@ def segment(value: str, field: str = "path") -> str:
     except UnicodeDecodeError:
         raise InvalidValue(field, "is not valid UTF-8 once percent-decoded") from None
     return check_text(field, decoded, identifier=True)
+
+
+def subscription_uuid(subscription_id: str) -> UUID:
+    """A subscription id from a path segment; one that is no UUID is not found."""
+    try:
+        return UUID(segment(subscription_id))
+    except ValueError:
+        raise SubscriptionNotFound(subscription_id) from None
 
 
 def user_id_for(runtime: Runtime, app_id: UUID, label: str, alias_id: str) -> UUID:

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from idledger.api.convert import identity_of, properties_of
 from idledger.api.errors import ApiError
-from idledger.api.lookup import segment
+from idledger.api.lookup import subscription_uuid
 from idledger.api.runtime import Runtime
 from idledger.api.schemas import PropertiesOut
 from idledger.domain.base import DomainEvent
@@ -93,10 +93,7 @@ def ownership_timeline(
 ) -> tuple[UUID, list[OwnershipInterval]]:
     """The subscription (a path segment) and its ownership intervals; not found when
     the segment is no UUID or the subscription has no interval in this app."""
-    try:
-        sid = UUID(segment(subscription_id))
-    except ValueError:
-        raise SubscriptionNotFound(subscription_id) from None
+    sid = subscription_uuid(subscription_id)
     intervals = runtime.models.ownership.timeline(app_id, sid)
     if not intervals:
         raise SubscriptionNotFound(sid)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
 
 from fastapi import APIRouter, Response
 
 from idledger.api import examples as ex
 from idledger.api.convert import subscription_out, subscription_spec, subscription_update
 from idledger.api.deps import AppId, ReaderDep, RuntimeDep
-from idledger.api.lookup import identity_body, segment, user_id_for
+from idledger.api.lookup import identity_body, subscription_uuid, user_id_for
 from idledger.api.openapi_docs import errors, merge
 from idledger.api.routes.common import BODY, COMMAND, KEYED, PATH, identity_change
 from idledger.api.schemas import (
@@ -27,13 +26,6 @@ from idledger.domain.values import OwnershipCause
 
 router = APIRouter(prefix="/apps/{app_id}", tags=["subscriptions"])
 STATUS = {"created": 201, "moved": 202, "unchanged": 200}
-
-
-def subscription_uuid(subscription_id: str) -> UUID:
-    try:
-        return UUID(segment(subscription_id))
-    except ValueError:
-        raise SubscriptionNotFound(subscription_id) from None
 
 
 @router.post(
