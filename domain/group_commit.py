@@ -41,6 +41,9 @@ from idledger.domain.base import Aggregate, DomainEvent
 STORE_FAILURES = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
 WINDOW_MS = "GROUP_COMMIT_WINDOW_MS"  # IDLEDGER_GROUP_COMMIT_WINDOW_MS
 MAX_BATCH = "GROUP_COMMIT_MAX"  # IDLEDGER_GROUP_COMMIT_MAX
+# The bounds of each setting (inclusive), checked here and by the service's Settings.
+WINDOW_MS_BOUNDS = (0, 10_000)
+MAX_BATCH_BOUNDS = (1, 10_000)
 
 
 @dataclass(frozen=True)
@@ -52,10 +55,12 @@ class GroupCommitSettings:
     max_batch: int = 64
 
     def __post_init__(self) -> None:
-        if not 0 <= self.window_ms <= 10_000:
-            raise ValueError("IDLEDGER_GROUP_COMMIT_WINDOW_MS must be between 0 and 10000")
-        if not 1 <= self.max_batch <= 10_000:
-            raise ValueError("IDLEDGER_GROUP_COMMIT_MAX must be between 1 and 10000")
+        for name, value, (low, high) in (
+            (WINDOW_MS, self.window_ms, WINDOW_MS_BOUNDS),
+            (MAX_BATCH, self.max_batch, MAX_BATCH_BOUNDS),
+        ):
+            if not low <= value <= high:
+                raise ValueError(f"IDLEDGER_{name} must be between {low} and {high}")
 
     @property
     def enabled(self) -> bool:

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from idledger.domain.group_commit import GroupCommitSettings
+from idledger.domain.group_commit import MAX_BATCH_BOUNDS, WINDOW_MS_BOUNDS, GroupCommitSettings
 from idledger.domain.ledger import Ledger
 from idledger.domain.service import Clock, utc_now
 
@@ -59,15 +59,15 @@ class Settings(BaseSettings):
     )
     group_commit_window_ms: float = Field(
         default=GroupCommitSettings.window_ms,
-        ge=0,
-        le=10_000,
+        ge=WINDOW_MS_BOUNDS[0],
+        le=WINDOW_MS_BOUNDS[1],
         description="Group commit: how long a batch waits for commands still deciding "
         "(never when none is), in milliseconds.",
     )
     group_commit_max: int = Field(
         default=GroupCommitSettings.max_batch,
-        ge=1,
-        le=10_000,
+        ge=MAX_BATCH_BOUNDS[0],
+        le=MAX_BATCH_BOUNDS[1],
         description="Group commit: most commands saved in one transaction (1: off).",
     )
     partitions: str = Field(
