@@ -20,7 +20,7 @@ from idledger.api.read_replicas import (
     answering,
     min_position,
 )
-from idledger.api.runtime import Runtime
+from idledger.api.runtime import Partitions, Runtime
 from idledger.domain.app import App
 from idledger.domain.errors import AppNotFound, InvalidValue
 from idledger.domain.unit_of_work import start_writing
@@ -38,7 +38,7 @@ async def get_runtime(request: Request, response: Response) -> Runtime:
         # Searching the partitions reads the store: not on the event loop.
         known = partitions.known(app_id)
         if known is None:
-            known = await run_in_threadpool(_partition_of, runtime, app_id)
+            known = await run_in_threadpool(_partition_of, partitions, runtime, app_id)
         runtime = known
     request.state.runtime = runtime  # whose gate a store failure of this request closes
     runtime.gate.check()
@@ -49,11 +49,12 @@ async def get_runtime(request: Request, response: Response) -> Runtime:
     return runtime
 
 
-def _partition_of(runtime: Runtime, app_id: str) -> Runtime:
+def _partition_of(partitions: Partitions, home: Runtime, app_id: str) -> Runtime:
+    """The app's partition; ``home`` (partition 0) for an id that names no app."""
     try:
-        return runtime.partitions.of_app(UUID(segment(app_id))) if runtime.partitions else runtime
+        return partitions.of_app(UUID(segment(app_id)))
     except (ValueError, AppNotFound, InvalidValue):
-        return runtime
+        return home
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

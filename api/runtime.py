@@ -82,9 +82,7 @@ class Runtime:
         runtimes: list[Runtime] = []
         try:
             for number in range(partition_map.count):
-                runtime = cls._open_one(partition_map.settings_of(settings, number), number)
-                runtime.partition = number
-                runtimes.append(runtime)
+                runtimes.append(cls._open_one(partition_map.settings_of(settings, number), number))
         except BaseException:
             for runtime in runtimes:
                 runtime.close()
@@ -108,7 +106,8 @@ class Runtime:
                 log.info("read models are projected by another runner")
                 projector = None
         gate = StoreGate(probe=ledger.recorder.max_notification_id)
-        return cls(settings, ledger, models, projector, gate, replicas=_replicas(settings, models))
+        replicas = _replicas(settings, models)
+        return cls(settings, ledger, models, projector, gate, replicas, partition=partition)
 
     def written(self, position: int | None) -> None:
         """Read-your-writes: wake the projector, then wait (bounded) for it. A write

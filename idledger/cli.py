@@ -108,21 +108,20 @@ def serve(
         os.environ["IDLEDGER_STORE_URL"] = store_url
     # Every setting is checked before anything is said or made: a bad one is one line
     # and exit 2 here (Verbs), not an error inside each worker once the store is made.
-    Settings()
+    url = Settings().store_url
     ConsoleSettings()
     metrics_enabled()
     if access_log is None:
         access_log = switch(ACCESS_LOG_VAR, default=True)
-    store_env(Settings().store_url)  # an unknown kind of store URL
-    announce_new_sqlite_store(Settings().store_url)  # serve makes its store: said, not silent
+    env = store_env(url)  # an unknown kind of store URL
+    announce_new_sqlite_store(url)  # serve makes its store: said, not silent
     if not os.environ.get("IDLEDGER_ADMIN_KEY"):
         os.environ["IDLEDGER_ADMIN_KEY"] = secrets.token_urlsafe(24)
         console.print(
             "IDLEDGER_ADMIN_KEY was not set; organization key for this run: "
             f"[bold]{os.environ['IDLEDGER_ADMIN_KEY']}[/bold]"
         )
-    settings = Settings()
-    env = store_env(settings.store_url)  # fail fast, with a clear message, on a bad URL
+    settings = Settings()  # with the organization key
     if workers > 1 and env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite":
         console.print("[red]--workers > 1 needs PostgreSQL[/red]: SQLite is the one-process store")
         raise typer.Exit(2)
@@ -199,9 +198,10 @@ def project(
     poll_interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 0.5,
     store_url: StoreUrl = None,
 ) -> None:
-    """Bring the read models (of every partition) up to date with the log (once, or --follow: then a
-    store outage is waited out and retried, and dead letters are retried first).
-    Another runner owning a read model: exit 3 (or wait, --wait-for-lock)."""
+    """Bring the read models (of every partition) up to date with the log (once, or
+    --follow: then a store outage is waited out and retried, and dead letters are
+    retried first). Another runner owning a read model: exit 3 (or wait,
+    --wait-for-lock)."""
     names = read_model_names(projection)
     urls = partition_urls(store_url)
     projectors: list[Projector] = []
