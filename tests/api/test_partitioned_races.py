@@ -20,17 +20,14 @@ from typing import Any
 from uuid import UUID
 
 import httpx
-import psycopg
 import pytest
 
 from idledger.domain.service import LedgerLog
 from idledger.domain.subscription import Subscription
 from idledger.domain.user import User
-from idledger.partitions import derived_url
 from idledger.replay.rebuild import verify
 from idledger.settings import store_env
-from tests.api.conftest import ADMIN_KEY
-from tests.conftest import POSTGRES_URL, store_url
+from tests.api.partitioning import new_app, partition_stores
 from tests.serving import serving
 
 SEED = 20261201
@@ -118,29 +115,14 @@ def send(client: httpx.Client, tenant: Tenant, command: tuple[str, str, str]) ->
 
 @pytest.fixture(params=[1, 2], ids=["one-partition", "two-partitions"])
 def partitions(request: pytest.FixtureRequest, store: dict[str, str]) -> Iterator[list[str]]:
-    """The store URLs of the partitions (their PostgreSQL schemas dropped after)."""
-    urls = [store_url(store)] + [derived_url(store_url(store), k) for k in range(1, request.param)]
-    yield urls
-    if "POSTGRES_SCHEMA" in store:
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
-            for url in urls[1:]:
-                schema = store_env(url)["POSTGRES_SCHEMA"]
-                connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with partition_stores(store, request.param) as urls:
+        yield urls
 
 
-def new_tenants(base: str, count: int, partitions: int) -> list[Tenant]:
-    """``count`` apps; with partitions, one in each (new apps go to app_id mod N)."""
-    admin = {"Authorization": f"Key {ADMIN_KEY}"}
-    wanted, tenants = list(range(count)), []
-    while wanted:
-        created = httpx.post(f"{base}/apps", json={"name": "races"}, headers=admin)
-        assert created.status_code == 200, created.text
-        body = created.json()
-        place = UUID(body["id"]).int % partitions if partitions > 1 else wanted[0]
-        if place in wanted:
-            wanted.remove(place)
-            tenants.append(Tenant(body["id"], body["basic_auth_key"], place))
-    return tenants
+def new_tenants(base: str, partitions: int) -> list[Tenant]:
+    """Two apps; with two partitions, one in each."""
+    places = [number % partitions for number in range(2)]
+    return [Tenant(*new_app(base, place, partitions), place) for place in places]
 
 
 def test_concurrent_conflicting_commands_through_group_commit(
@@ -149,7 +131,7 @@ def test_concurrent_conflicting_commands_through_group_commit(
     rng = random.Random(SEED + len(partitions))
     env = {**PATIENT, "IDLEDGER_PARTITIONS": str(len(partitions))}
     with serving(partitions[0], tmp_path / "server.log", env=env) as base:
-        tenants = new_tenants(base, 2, len(partitions))
+        tenants = new_tenants(base, len(partitions))
         work = [(t, c) for n, t in enumerate(tenants) for c in commands(rng, n)]
         rng.shuffle(work)
         # The hot users' creates first (racing each other), so that most adds find them.
@@ -174,7 +156,7 @@ def test_concurrent_conflicting_commands_through_group_commit(
     logs = {url: LedgerLog(store_env(url)) for url in partitions}
     try:
         for tenant in tenants:
-            home = partitions[tenant.partition if len(partitions) > 1 else 0]
+            home = partitions[tenant.partition]
             check_log(logs[home], tenant)
             for url, log in logs.items():
                 if url != home:

@@ -12,17 +12,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from uuid import UUID
 
 import httpx
-import psycopg
 import pytest
 
 from idledger.domain.service import LedgerLog
-from idledger.partitions import derived_url
 from idledger.settings import store_env
 from tests.api.conftest import ADMIN_KEY
-from tests.conftest import INDEX_KEY, POSTGRES_URL, store_url
+from tests.api.partitioning import new_app, partition_stores
+from tests.conftest import INDEX_KEY
 from tests.private_postgres import PrivatePostgres
 from tests.serving import serving
 
@@ -31,12 +29,8 @@ ADMIN = {"Authorization": f"Key {ADMIN_KEY}"}
 
 @pytest.fixture
 def partitions(store: dict[str, str]) -> Iterator[list[str]]:
-    urls = [store_url(store), derived_url(store_url(store), 1)]
-    yield urls
-    if "POSTGRES_SCHEMA" in store:
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
-            schema = store_env(urls[1])["POSTGRES_SCHEMA"]
-            connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with partition_stores(store, 2) as urls:
+        yield urls
 
 
 def idledger(urls: list[str], *args: str, pins: str = "") -> subprocess.CompletedProcess[str]:
@@ -52,15 +46,10 @@ def idledger(urls: list[str], *args: str, pins: str = "") -> subprocess.Complete
     )
 
 
-def new_app(base: str, partition: int) -> tuple[str, dict[str, str]]:
-    """An app placed in ``partition`` (new apps go to app_id mod 2)."""
-    for _ in range(64):
-        created = httpx.post(f"{base}/apps", json={"name": "p"}, headers=ADMIN)
-        assert created.status_code == 200, created.text
-        body = created.json()
-        if UUID(body["id"]).int % 2 == partition:
-            return body["id"], {"Authorization": f"Key {body['basic_auth_key']}"}
-    raise AssertionError("64 apps and none in that partition")
+def keyed_app(base: str, partition: int) -> tuple[str, dict[str, str]]:
+    """A new app in ``partition`` and the headers presenting its key."""
+    app_id, key = new_app(base, partition)
+    return app_id, {"Authorization": f"Key {key}"}
 
 
 def app_events(url: str, app_id: str) -> int:
@@ -91,8 +80,8 @@ def create_user(base: str, app_id: str, key: dict[str, str], external_id: str) -
 def test_each_app_lives_in_its_partition_and_moves(partitions: list[str], tmp_path: Path) -> None:
     env = {"IDLEDGER_PARTITIONS": "2"}
     with serving(partitions[0], tmp_path / "server.log", env=env) as base:
-        first, first_key = new_app(base, 0)
-        second, second_key = new_app(base, 1)
+        first, first_key = keyed_app(base, 0)
+        second, second_key = keyed_app(base, 1)
         alice = create_user(base, first, first_key, "alice")
         bob = create_user(base, second, second_key, "bob")
         for app_id, key, who, onesignal_id in (
@@ -178,8 +167,8 @@ def test_one_partition_down_leaves_the_others_serving(tmp_path: Path) -> None:
     with PrivatePostgres() as postgres:
         env = {"IDLEDGER_PARTITIONS": postgres.url, "IDLEDGER_STARTUP_TIMEOUT": "10"}
         with serving(f"sqlite:///{tmp_path}/p0.db", tmp_path / "server.log", env=env) as base:
-            healthy, healthy_key = new_app(base, 0)
-            doomed, doomed_key = new_app(base, 1)
+            healthy, healthy_key = keyed_app(base, 0)
+            doomed, doomed_key = keyed_app(base, 1)
             create_user(base, doomed, doomed_key, "before")
             postgres.stop("immediate")
 
@@ -209,7 +198,7 @@ def test_one_project_worker_follows_every_partition(partitions: list[str], tmp_p
     env = {"IDLEDGER_PARTITIONS": "2", "IDLEDGER_EMBEDDED_PROJECTOR": "false",
            "IDLEDGER_CONSISTENCY_TIMEOUT": "20"}  # fmt: skip
     with serving(partitions[0], tmp_path / "server.log", env=env) as base:
-        apps = [new_app(base, 0), new_app(base, 1)]
+        apps = [keyed_app(base, 0), keyed_app(base, 1)]
         worker_env = {
             **os.environ, **env, "IDLEDGER_STORE_URL": partitions[0],
             "IDLEDGER_INDEX_KEY": INDEX_KEY.hex(),
