@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 from uuid import UUID
 
@@ -91,13 +90,17 @@ def derived_url(store_url: str, partition: int) -> str:
     path = sqlite_file(store_url)
     if path is not None:
         named = path.with_name(f"{path.stem}.p{partition}{path.suffix or '.db'}")
-        return f"sqlite:///{Path(named)}"
-    url = urlparse(store_url)
-    if url.scheme not in ("postgresql", "postgres"):
-        raise SettingsError(f"store_url {store_url!r}: use sqlite:///file.db or postgresql://...")
-    query = dict(parse_qsl(url.query))
-    query["schema"] = f"{query.get('schema') or DERIVED_SCHEMA}_p{partition}"
-    return urlunparse(url._replace(query=urlencode(query)))
+        return f"sqlite:///{named}"
+    schema = store_env(store_url)["POSTGRES_SCHEMA"]  # (an unknown kind of URL is refused)
+    return _with_schema(store_url, f"{schema or DERIVED_SCHEMA}_p{partition}")
+
+
+def _with_schema(url: str, schema: str) -> str:
+    """A PostgreSQL URL with its ``?schema=`` set to ``schema``."""
+    parsed = urlparse(url)
+    query = dict(parse_qsl(parsed.query))
+    query["schema"] = schema
+    return urlunparse(parsed._replace(query=urlencode(query)))
 
 
 def _standbys_of(read_url: str, first: str, partition: str) -> str:
@@ -106,13 +109,8 @@ def _standbys_of(read_url: str, first: str, partition: str) -> str:
     server = ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DBNAME")
     if [ours.get(k) for k in server] != [theirs.get(k) for k in server]:
         return ""
-    standbys = []
-    for entry in (e.strip() for e in read_url.split(",") if e.strip()):
-        url = urlparse(entry)
-        query = dict(parse_qsl(url.query))
-        query["schema"] = theirs["POSTGRES_SCHEMA"]
-        standbys.append(urlunparse(url._replace(query=urlencode(query))))
-    return ",".join(standbys)
+    standbys = (entry.strip() for entry in read_url.split(",") if entry.strip())
+    return ",".join(_with_schema(standby, theirs["POSTGRES_SCHEMA"]) for standby in standbys)
 
 
 def _more_partitions(settings: Settings) -> list[str]:
