@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import psycopg
 
 from idledger.domain.ledger import Ledger
@@ -99,3 +102,42 @@ def machine() -> str:
         f"SQLite {__import__('sqlite3').sqlite_version}, {postgres or 'PostgreSQL'}; "
         f"{datetime.now(UTC).date().isoformat()}"
     )
+
+
+ADMIN = "bench"  # the organization key of the servers the benchmarks start
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def server(url: str, workers: int, env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
+    """``idledger serve`` as README starts it (without the access log), in its own
+    process, with ``env`` added to this process's environment; its URL and pid."""
+    port = free_port()
+    environment = {**os.environ, "IDLEDGER_STORE_URL": url, "IDLEDGER_INDEX_KEY": INDEX_KEY.hex(),
+                   "IDLEDGER_ADMIN_KEY": ADMIN, **(env or {})}  # fmt: skip
+    command = [str(Path(sys.executable).with_name("idledger")), "serve", "--port", str(port),
+               "--workers", str(workers), "--no-access-log"]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            for _ in range(600):
+                try:
+                    if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"idledger serve exited: {log.read()[-2000:]}")
+                time.sleep(0.1)
+            yield base, process.pid
+        finally:
+            process.terminate()
+            process.wait(timeout=30)

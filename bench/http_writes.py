@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -24,14 +22,13 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import INDEX_KEY, Row, fresh_store, percentile
+from bench.harness import ADMIN, INDEX_KEY, Row, fresh_store, percentile, server
 from bench.ingest import raw_postgres, raw_sqlite
 from bench.lookups import Load, wrk
 from idledger.domain.group_commit import GroupCommitSettings
 from idledger.domain.ledger import Ledger
 from idledger.domain.values import SubscriptionSpec, SubscriptionType
 
-ADMIN = "bench"
 # A unique external_id and token per request: the run's random prefix, wrk's
 # thread number (set in setup) and a per-thread counter.
 CREATES_LUA = """
@@ -87,41 +84,6 @@ def cpu_seconds(pid: int) -> float:
         if int(entry.name) == pid or int(fields[1]) == pid:
             total += (int(fields[11]) + int(fields[12])) / ticks
     return total
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@contextmanager
-def server(url: str, workers: int, env: dict[str, str]) -> Iterator[tuple[str, int]]:
-    """``idledger serve`` as README starts it (without the access log); its URL and pid."""
-    port = free_port()
-    environment = {**os.environ, "IDLEDGER_STORE_URL": url, "IDLEDGER_INDEX_KEY": INDEX_KEY.hex(),
-                   "IDLEDGER_ADMIN_KEY": ADMIN, **env}  # fmt: skip
-    command = [str(Path(sys.executable).with_name("idledger")), "serve", "--port", str(port),
-               "--workers", str(workers), "--no-access-log"]  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            for _ in range(600):
-                try:
-                    if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if process.poll() is not None:
-                    log.seek(0)
-                    raise RuntimeError(f"idledger serve exited: {log.read()[-2000:]}")
-                time.sleep(0.1)
-            yield base, process.pid
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
 
 
 def measured(base: str, pid: int, script: str, connections: int, seconds: int) -> Measured:

@@ -7,21 +7,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from uuid import UUID
 
 import httpx
 
-from bench.harness import INDEX_KEY, Row, fresh_store, ledger_for
+from bench.harness import Row, fresh_store, ledger_for, server
 from bench.synth import BatchWriter, identified_user
 from idledger.domain.ledger import Ledger
 from idledger.projections.service import Projector, ReadModels
@@ -73,34 +67,6 @@ def synthesize_users(ledger: Ledger, users: int) -> tuple[UUID, list[str]]:
     return app_id, sample
 
 
-@contextmanager
-def serving(url: str, workers: int) -> Iterator[str]:
-    """``idledger serve`` in its own process group, as in production; its base URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "IDLEDGER_STORE_URL": url, "IDLEDGER_INDEX_KEY": INDEX_KEY.hex(),
-           "IDLEDGER_ADMIN_KEY": "bench"}  # fmt: skip
-    command = [str(Path(sys.executable).with_name("idledger")), "serve", "--port", str(port),
-               "--workers", str(workers), "--no-access-log"]  # fmt: skip
-    server = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 def wrk(base: str, script: str, connections: int, seconds: int) -> Load:
     threads = min(2, connections)
     result = subprocess.run(
@@ -129,7 +95,7 @@ def _ms(text: str) -> float:
 
 def ladder(url: str, app_id: UUID, ids: list[str], users: int, workers: int,
            connections: list[int], seconds: int) -> tuple[Load, list[Load]]:  # fmt: skip
-    with serving(url, workers) as base:
+    with server(url, workers) as (base, _):
         # The synthesized users' app key was never seen: rotate it with the
         # organization key to get one for the load generator.
         rotated = httpx.post(

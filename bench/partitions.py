@@ -39,8 +39,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from bench.harness import POSTGRES_URL, Row, fresh_store
-from bench.http_writes import ADMIN, CREATES_LUA, cpu_seconds, lua, server
+from bench.harness import ADMIN, POSTGRES_URL, Row, fresh_store, server
+from bench.http_writes import CREATES_LUA, cpu_seconds, lua
 from bench.lookups import Load, wrk
 from idledger.partitions import derived_url
 from idledger.settings import store_env

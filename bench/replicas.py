@@ -16,32 +16,15 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from uuid import UUID
 
 import httpx
 
-from bench.harness import POSTGRES_URL, Row, fresh_store, percentile
-from bench.lookups import LUA, Load, seeded_users, serving, wrk
+from bench.harness import POSTGRES_URL, Row, fresh_store, percentile, server
+from bench.lookups import LUA, Load, seeded_users, wrk
 from tests.private_postgres import HotStandby
 
 WRITE_READ_ROUNDS = 300
-
-
-@contextmanager
-def environment(**values: str) -> Iterator[None]:
-    """Variables set for the servers started inside (they inherit os.environ)."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def bench_replicas(
@@ -55,9 +38,8 @@ def bench_replicas(
         app_id, ids, _ = seeded_users(env, users)
         with (
             HotStandby(POSTGRES_URL) as standby,
-            serving(url, workers) as alone,
-            environment(IDLEDGER_READ_URL=standby.url),
-            serving(url, workers) as replicated,
+            server(url, workers) as (alone, _),
+            server(url, workers, {"IDLEDGER_READ_URL": standby.url}) as (replicated, _),
         ):
             loads = compare(alone, replicated, app_id, ids, users, connections, seconds)
             ryw, eventual, from_standby = write_then_read(replicated, app_id)
