@@ -119,11 +119,11 @@ def readiness(runtime: Runtime) -> tuple[int, dict[str, Any]]:
     apps stays ready ("degraded", the others' problems listed): a load balancer
     taking every process out because one partition's store is down would turn one
     partition's outage into everyone's. Unready when no partition is."""
-    status, body = _partition_readiness(runtime)
-    others = [p for p in runtime.each_partition() if p is not runtime]
+    first, *others = runtime.each_partition()  # the same report from any partition's runtime
+    status, body = _partition_readiness(first)
     if not others:
         return status, body
-    reports = {runtime.partition: (status, body)}
+    reports = {first.partition: (status, body)}
     reports.update({p.partition: _partition_readiness(p) for p in others})
     body = dict(body)
     body["partitions"] = {str(n): report for n, (_, report) in reports.items() if n}

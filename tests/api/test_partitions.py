@@ -84,6 +84,7 @@ def test_each_app_lives_in_its_partition_and_moves(partitions: list[str], tmp_pa
         second, second_key = keyed_app(base, 1)
         alice = create_user(base, first, first_key, "alice")
         bob = create_user(base, second, second_key, "bob")
+        create_user(base, first, first_key, "dave")  # the two logs' heads now differ
         for app_id, key, who, onesignal_id in (
             (first, first_key, "alice", alice), (second, second_key, "bob", bob),
         ):  # fmt: skip
@@ -107,6 +108,8 @@ def test_each_app_lives_in_its_partition_and_moves(partitions: list[str], tmp_pa
             page = console.get(f"/console/apps/{second}/users/{bob}")
             assert page.status_code == 200, page.text
             assert "bob" in page.text
+            # Its health strip is /ready's, whichever partition the page's app is in.
+            assert f"log head {ready['log_head']}</" in page.text
     assert app_events(partitions[0], first) > 0
     assert app_events(partitions[1], first) == 0
     assert app_events(partitions[1], second) > 0
